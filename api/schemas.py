@@ -1,0 +1,30 @@
+"""Request and response models shared by every domain of the API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Strict(BaseModel):
+    """Request bodies reject unknown fields, so a typo is an error, not a no-op."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(description="snake_case error code a client can branch on")
+    message: str = Field(description="what went wrong and what to do next")
+    details: dict[str, Any] = Field(default_factory=dict)
+    trace_id: str
+
+
+class PageQuery(BaseModel):
+    limit: int = Field(default=50, ge=1, le=200)
+    cursor: str | None = Field(default=None, max_length=200)
+
+
+Name = Field(min_length=1, max_length=120)
+Username = Field(min_length=3, max_length=64, pattern=r"^[A-Za-z0-9._@-]+$")
+Password = Field(min_length=8, max_length=256)

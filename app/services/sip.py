@@ -1,0 +1,363 @@
+"""SIP credentials: the source of truth, pushed to every mixer over ARI.
+
+The password is shown once (on create and on rotate) and never stored: the
+database keeps the digest HA1, which is all Asterisk needs to check a
+REGISTER. Every credential is pushed again whenever a mixer (re)connects, so
+Asterisk never has to keep anything the platform does not.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.config import Settings
+from app.errors import Forbidden, NotFound
+from app.ids import new_id
+from app.models import Membership, SipCredential
+from app.pagination import Page, paginate
+from app.security import Principal, sip_ha1
+from app.services.mixers import MixerLink, MixerPool
+from ari_handlers.ami import AmiUnavailable, Contact
+from ari_handlers.errors import AriError
+
+logger = logging.getLogger(__name__)
+
+SIP_REALM = "somvad"
+DIALPLAN_CONTEXT = "somvad"
+
+
+@dataclass(frozen=True)
+class IssuedCredential:
+    credential: SipCredential
+    password: str
+
+
+@dataclass(frozen=True)
+class Registration:
+    credential_id: str
+    user_id: str
+    username: str
+    uri: str
+    status: str
+    user_agent: str
+    via_address: str
+    expires_in: int | None
+
+
+def _asterisk_objects(
+    credential: SipCredential, display_name: str
+) -> list[tuple[str, dict[str, str]]]:
+    """The auth, aor and endpoint objects of one credential, in push order."""
+    name = credential.username
+    return [
+        (
+            "auth",
+            {
+                "auth_type": "digest",
+                "username": name,
+                "realm": credential.realm,
+                "password_digest": f"md5:{credential.ha1}",
+            },
+        ),
+        (
+            "aor",
+            {
+                "max_contacts": "5",
+                "remove_existing": "yes",
+                "qualify_frequency": "0",
+            },
+        ),
+        (
+            "endpoint",
+            {
+                "context": DIALPLAN_CONTEXT,
+                "disallow": "all",
+                "allow": "ulaw,alaw,g722",
+                "auth": name,
+                "aors": name,
+                "direct_media": "no",
+                "rtp_symmetric": "yes",
+                "force_rport": "yes",
+                "rewrite_contact": "yes",
+                "callerid": f'"{display_name or name}" <{name}>',
+            },
+        ),
+    ]
+
+
+class SipService:
+    def __init__(
+        self,
+        db: async_sessionmaker[AsyncSession],
+        mixers: MixerPool,
+        settings: Settings,
+    ) -> None:
+        self._db = db
+        self._mixers = mixers
+        self._settings = settings
+
+    async def create(self, principal: Principal, user_id: str) -> IssuedCredential:
+        if user_id != principal.user_id and not principal.at_least("tenant_admin"):
+            raise Forbidden("issuing credentials for others needs tenant_admin")
+        password = secrets.token_urlsafe(18)
+        username = "sip" + secrets.token_hex(5)
+        credential = SipCredential(
+            id=new_id("sip"),
+            tenant_id=principal.tenant_id,
+            user_id=user_id,
+            username=username,
+            realm=SIP_REALM,
+            ha1=sip_ha1(username, SIP_REALM, password),
+        )
+        async with self._db() as session, session.begin():
+            display_name = await self._display_name(session, principal, user_id)
+            session.add(credential)
+        logger.info("issued SIP credential %s for user %s", credential.id, user_id)
+        await self._push_everywhere(credential, display_name)
+        return IssuedCredential(credential=credential, password=password)
+
+    async def _display_name(
+        self, session: AsyncSession, principal: Principal, user_id: str
+    ) -> str:
+        display_name = await session.scalar(
+            select(Membership.display_name).where(
+                Membership.user_id == user_id,
+                Membership.tenant_id == principal.tenant_id,
+            )
+        )
+        if display_name is None:
+            raise NotFound("user", user_id)
+        return display_name
+
+    async def list_page(
+        self,
+        principal: Principal,
+        user_id: str | None,
+        limit: int,
+        cursor: str | None,
+    ) -> Page[SipCredential]:
+        statement = select(SipCredential).where(
+            SipCredential.tenant_id == principal.tenant_id
+        )
+        if not principal.at_least("tenant_admin"):
+            statement = statement.where(SipCredential.user_id == principal.user_id)
+        if user_id is not None:
+            statement = statement.where(SipCredential.user_id == user_id)
+        async with self._db() as session:
+            return await paginate(session, statement, SipCredential.id, limit, cursor)
+
+    async def _load(
+        self, session: AsyncSession, principal: Principal, credential_id: str
+    ) -> SipCredential:
+        credential = await session.get(SipCredential, credential_id)
+        if credential is None or credential.tenant_id != principal.tenant_id:
+            raise NotFound("sip_credential", credential_id)
+        if credential.user_id != principal.user_id and not principal.at_least(
+            "tenant_admin"
+        ):
+            raise NotFound("sip_credential", credential_id)
+        return credential
+
+    async def rotate(
+        self, principal: Principal, credential_id: str
+    ) -> IssuedCredential:
+        password = secrets.token_urlsafe(18)
+        async with self._db() as session, session.begin():
+            credential = await self._load(session, principal, credential_id)
+            credential.ha1 = sip_ha1(credential.username, credential.realm, password)
+            credential.rotated_at = datetime.now(UTC)
+            display_name = await self._display_name(
+                session, principal, credential.user_id
+            )
+        logger.info("rotated SIP credential %s", credential_id)
+        await self._push_everywhere(credential, display_name)
+        return IssuedCredential(credential=credential, password=password)
+
+    async def delete(self, principal: Principal, credential_id: str) -> None:
+        async with self._db() as session, session.begin():
+            credential = await self._load(session, principal, credential_id)
+            await session.delete(credential)
+        logger.info("deleted SIP credential %s", credential_id)
+        await self.unpush([credential.username])
+
+    async def delete_for_user(self, tenant_id: str, user_id: str) -> None:
+        async with self._db() as session, session.begin():
+            usernames = list(
+                await session.scalars(
+                    select(SipCredential.username).where(
+                        SipCredential.tenant_id == tenant_id,
+                        SipCredential.user_id == user_id,
+                    )
+                )
+            )
+            await session.execute(
+                delete(SipCredential).where(
+                    SipCredential.tenant_id == tenant_id,
+                    SipCredential.user_id == user_id,
+                )
+            )
+        await self.unpush(usernames)
+
+    async def forget_tenant(self, tenant_id: str) -> list[str]:
+        async with self._db() as session:
+            return list(
+                await session.scalars(
+                    select(SipCredential.username).where(
+                        SipCredential.tenant_id == tenant_id
+                    )
+                )
+            )
+
+    async def unpush(self, usernames: list[str]) -> None:
+        for link in self._mixers.links():
+            if not link.available:
+                continue
+            for username in usernames:
+                await self._unpush_one(link, username)
+
+    async def _unpush_one(self, link: MixerLink, username: str) -> None:
+        # Endpoint first: it refers to the aor and the auth.
+        for object_type in ("endpoint", "aor", "auth"):
+            try:
+                await link.ari.delete_config("res_pjsip", object_type, username)
+            except AriError as exc:
+                logger.warning(
+                    "could not remove %s %s from mixer %s: %s",
+                    object_type,
+                    username,
+                    link.id,
+                    exc,
+                )
+
+    async def _push_everywhere(
+        self, credential: SipCredential, display_name: str
+    ) -> None:
+        for link in self._mixers.links():
+            if not link.available:
+                logger.warning(
+                    "mixer %s is down; credential %s is pushed when it is back",
+                    link.id,
+                    credential.id,
+                )
+                continue
+            await self._push(link, credential, display_name)
+
+    async def _push(
+        self, link: MixerLink, credential: SipCredential, display_name: str
+    ) -> None:
+        for object_type, fields in _asterisk_objects(credential, display_name):
+            try:
+                await link.ari.push_config(
+                    "res_pjsip", object_type, credential.username, fields
+                )
+            except AriError as exc:
+                logger.error(
+                    "pushing %s of credential %s to mixer %s failed: %s",
+                    object_type,
+                    credential.id,
+                    link.id,
+                    exc,
+                )
+                return
+
+    async def push_all(self, link: MixerLink) -> int:
+        """Re-push every credential to a mixer that (re)connected."""
+        async with self._db() as session:
+            rows = (
+                await session.execute(
+                    select(SipCredential, Membership.display_name).join(
+                        Membership,
+                        (Membership.user_id == SipCredential.user_id)
+                        & (Membership.tenant_id == SipCredential.tenant_id),
+                    )
+                )
+            ).tuples()
+            credentials = list(rows)
+        for credential, display_name in credentials:
+            await self._push(link, credential, display_name)
+        await self._remove_strays(link, {c.username for c, _ in credentials})
+        logger.info("pushed %d SIP credentials to mixer %s", len(credentials), link.id)
+        return len(credentials)
+
+    async def _remove_strays(self, link: MixerLink, known: set[str]) -> None:
+        """Endpoints deleted while the mixer was away still sit in its astdb."""
+        try:
+            endpoints = await link.ami.endpoints()
+        except AmiUnavailable as exc:
+            logger.warning("cannot list endpoints on mixer %s: %s", link.id, exc)
+            return
+        for name in endpoints:
+            if name.startswith("sip") and name not in known:
+                logger.info("removing stray endpoint %s from mixer %s", name, link.id)
+                await self._unpush_one(link, name)
+
+    async def _contacts(self) -> list[Contact]:
+        contacts: list[Contact] = []
+        for link in self._mixers.links():
+            try:
+                contacts.extend(await link.ami.contacts())
+            except AmiUnavailable as exc:
+                logger.warning("cannot list contacts on mixer %s: %s", link.id, exc)
+        return contacts
+
+    async def registrations(
+        self, principal: Principal, user_id: str | None = None
+    ) -> list[Registration]:
+        statement = select(SipCredential).where(
+            SipCredential.tenant_id == principal.tenant_id
+        )
+        if not principal.at_least("tenant_admin"):
+            statement = statement.where(SipCredential.user_id == principal.user_id)
+        if user_id is not None:
+            statement = statement.where(SipCredential.user_id == user_id)
+        async with self._db() as session:
+            by_name = {c.username: c for c in await session.scalars(statement)}
+        registrations = []
+        for contact in await self._contacts():
+            credential = by_name.get(contact.endpoint)
+            if credential is None:
+                continue
+            registrations.append(
+                Registration(
+                    credential_id=credential.id,
+                    user_id=credential.user_id,
+                    username=credential.username,
+                    uri=contact.uri,
+                    status=contact.status,
+                    user_agent=contact.user_agent,
+                    via_address=contact.via_address,
+                    expires_in=contact.reg_expire,
+                )
+            )
+        return registrations
+
+    async def devices(self, tenant_id: str, user_id: str) -> list[tuple[str, str]]:
+        """(endpoint, contact URI) of every reachable device of a user."""
+        async with self._db() as session:
+            names = set(
+                await session.scalars(
+                    select(SipCredential.username).where(
+                        SipCredential.tenant_id == tenant_id,
+                        SipCredential.user_id == user_id,
+                    )
+                )
+            )
+        if not names:
+            return []
+        return [
+            (contact.endpoint, contact.uri)
+            for contact in await self._contacts()
+            if contact.endpoint in names and contact.status != "Unreachable"
+        ]
+
+    async def owner_of(self, endpoint: str) -> SipCredential | None:
+        async with self._db() as session:
+            return await session.scalar(
+                select(SipCredential).where(SipCredential.username == endpoint)
+            )

@@ -1,0 +1,1 @@
+"""API tests over real HTTP and a real database, without Asterisk."""

@@ -1,0 +1,132 @@
+"""The error contract for bad input, trace ids, and the OpenAPI document."""
+
+from __future__ import annotations
+
+from tests.support.api import Api
+
+
+async def test_malformed_json_is_invalid_request(api: Api) -> None:
+    token = await api.admin_token()
+
+    reply = await api.call(
+        "POST",
+        "/tenants",
+        token,
+        data=b'{"name": ',
+        headers={"Content-Type": "application/json"},
+    )
+
+    assert reply.status == 400
+    assert reply.body["error"] == "invalid_request"
+
+
+async def test_wrong_types_and_unknown_fields_are_listed_per_field(api: Api) -> None:
+    token = await api.admin_token()
+
+    reply = await api.call(
+        "POST",
+        "/tenants",
+        token,
+        {"name": 5, "admin": {"username": "ok-user"}, "colour": "red"},
+    )
+
+    assert reply.status == 400
+    fields = reply.body["details"]["fields"]
+    assert {"name", "admin.password", "colour"} <= set(fields)
+
+
+async def test_bad_input_changes_nothing(api: Api) -> None:
+    token = await api.admin_token()
+    before = await api.call("GET", "/tenants", token)
+
+    await api.call("POST", "/tenants", token, {"name": "", "admin": {}})
+
+    after = await api.call("GET", "/tenants", token)
+    assert after.body == before.body
+
+
+async def test_oversized_body_is_413(api: Api) -> None:
+    token = await api.admin_token()
+    huge = b'{"name": "' + b"a" * (api.platform.settings.max_body_bytes + 10) + b'"}'
+
+    reply = await api.call(
+        "POST",
+        "/tenants",
+        token,
+        data=huge,
+        headers={"Content-Type": "application/json"},
+    )
+
+    assert reply.status == 413
+    assert reply.body["error"] == "payload_too_large"
+
+
+async def test_non_json_body_is_415(api: Api) -> None:
+    token = await api.admin_token()
+
+    reply = await api.call(
+        "POST",
+        "/tenants",
+        token,
+        data=b"name=x",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+
+    assert reply.status == 415
+    assert reply.body["error"] == "unsupported_media_type"
+
+
+async def test_unknown_route_is_404_with_the_error_body(api: Api) -> None:
+    reply = await api.call("GET", "/nowhere")
+
+    assert reply.status == 404
+    assert reply.body["error"] == "not_found"
+
+
+async def test_traceparent_sets_the_trace_id(api: Api) -> None:
+    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+
+    reply = await api.call(
+        "GET", "/health", headers={"traceparent": f"00-{trace}-00f067aa0ba902b7-01"}
+    )
+
+    assert reply.headers["X-Trace-Id"] == trace
+
+
+async def test_bad_limit_is_invalid_request(api: Api) -> None:
+    token = await api.admin_token()
+
+    for query in ("limit=0", "limit=abc", "limit=1000", "cursor=%%%"):
+        reply = await api.call("GET", f"/tenants?{query}", token)
+        assert reply.status == 400, query
+
+
+async def test_openapi_is_3_1_and_every_operation_is_documented(api: Api) -> None:
+    reply = await api.call("GET", "/openapi.json")
+
+    document = reply.body
+    assert document["openapi"] == "3.1.0"
+    operations = [
+        (path, method, operation)
+        for path, item in document["paths"].items()
+        for method, operation in item.items()
+    ]
+    assert len(operations) >= 30
+    for path, method, operation in operations:
+        where = f"{method.upper()} {path}"
+        assert operation["tags"], where
+        assert operation["summary"], where
+        statuses = set(operation["responses"])
+        assert any(s.startswith("2") for s in statuses), where
+        if operation["security"]:
+            assert "401" in statuses, where
+
+
+async def test_openapi_lists_the_conference_errors(api: Api) -> None:
+    document = (await api.call("GET", "/openapi.json")).body
+
+    join = document["paths"]["/conferences/{conference_id}/join"]["post"]
+
+    assert {"202", "404", "409", "503"} <= set(join["responses"])
+    schema = document["components"]["schemas"]["ErrorBody"]
+    assert set(schema["required"]) >= {"error", "message", "trace_id"}
