@@ -14,6 +14,7 @@ run: venv system-deps
 	$(BIN)/somvad run
 
 test: venv system-deps lint typecheck
+	$(BIN)/python -m tests.support.asterisk up
 	$(BIN)/pytest
 
 lint: venv
@@ -27,6 +28,7 @@ unit: venv
 	$(BIN)/pytest tests/unit
 
 integration: venv system-deps
+	$(BIN)/python -m tests.support.asterisk up
 	$(BIN)/pytest tests/integration
 
 asterisk-up: venv system-deps
@@ -44,6 +46,12 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	@# Swagger UI for /docs comes from npm; without npm, /docs says so.
+	-command -v npm >/dev/null && \
+		npm install --silent --no-audit --no-fund --prefix $(VENV)/npm \
+			swagger-ui-dist@5 && \
+		rm -rf $(VENV)/swagger-ui && \
+		cp -r $(VENV)/npm/node_modules/swagger-ui-dist $(VENV)/swagger-ui
 	touch $@
 
 # debootstrap builds the Asterisk root when no system Asterisk is installed;

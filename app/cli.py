@@ -34,6 +34,7 @@ def _with_asterisk(settings: Settings) -> Settings:
         ari_url=credentials.ari_url,
         ari_username=credentials.ari_username,
         ari_password=credentials.ari_password,
+        ami_host=credentials.ami_host,
         ami_port=credentials.ami_port,
         ami_username=credentials.ami_username,
         ami_password=credentials.ami_password,

@@ -88,6 +88,7 @@ class Settings:
     ari_username: str = ""
     ari_password: str = field(default="", repr=False)
     ari_app: str = "somvad"
+    ami_host: str = "127.0.0.1"
     ami_port: int = 5038
     ami_username: str = ""
     ami_password: str = field(default="", repr=False)
@@ -129,6 +130,7 @@ class Settings:
             ari_username=_env("SOMVAD_ARI_USERNAME", ""),
             ari_password=_env("SOMVAD_ARI_PASSWORD", ""),
             ari_app=_env("SOMVAD_ARI_APP", "somvad"),
+            ami_host=_env("SOMVAD_AMI_HOST", "127.0.0.1"),
             ami_port=_env_int("SOMVAD_AMI_PORT", 5038),
             ami_username=_env("SOMVAD_AMI_USERNAME", ""),
             ami_password=_env("SOMVAD_AMI_PASSWORD", ""),

@@ -93,7 +93,7 @@ class Platform:
                 settings.ari_app,
             ),
             ami=AmiClient(
-                "127.0.0.1",
+                settings.ami_host,
                 settings.ami_port,
                 settings.ami_username,
                 settings.ami_password,

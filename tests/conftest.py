@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.api import Api, running, make_settings
+from tests.support.api import Api, make_settings, running
 
 
 @pytest.fixture

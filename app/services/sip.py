@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -48,6 +49,10 @@ class Registration:
     user_agent: str
     via_address: str
     expires_in: int | None
+
+
+def _seconds_until(epoch: int | None) -> int | None:
+    return None if epoch is None else max(0, epoch - int(time.time()))
 
 
 def _asterisk_objects(
@@ -332,7 +337,7 @@ class SipService:
                     status=contact.status,
                     user_agent=contact.user_agent,
                     via_address=contact.via_address,
-                    expires_in=contact.reg_expire,
+                    expires_in=_seconds_until(contact.reg_expire),
                 )
             )
         return registrations

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import jwt
 
-from tests.support.api import ADMIN_PASSWORD, Api, running, make_settings
+from tests.support.api import ADMIN_PASSWORD, Api, make_settings, running
 
 
 async def test_login_returns_the_contract_shape(api: Api) -> None:

@@ -41,3 +41,34 @@ def log_tail(instance: AsteriskInstance, lines: int = 40) -> str:
     except OSError as exc:
         return f"(no Asterisk log: {exc})"
     return "\n--- Asterisk full log:\n" + "\n".join(text.splitlines()[-lines:])
+
+
+def main() -> int:
+    """`python -m tests.support.asterisk up|down|status` for the test instance.
+
+    `make test` runs `up` before pytest, so that building the Debian root on
+    a fresh machine (about a minute) is not charged to the first test's
+    timeout.
+    """
+    import sys
+
+    from app.asterisk_host import AsteriskError, down, status, up
+
+    action = sys.argv[1] if len(sys.argv) > 1 else "status"
+    instance = asterisk_test_instance()
+    try:
+        if action == "up":
+            up(instance)
+        elif action == "down":
+            down(instance)
+        else:
+            for key, value in status(instance).items():
+                print(f"{key}: {value}")
+    except AsteriskError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Benchmarks SOMVAD publishes (not tests; see README)."""

@@ -1,0 +1,145 @@
+"""Asterisk restarting under the platform, and the platform under Asterisk."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import pytest
+
+from app.asterisk_host import down, up
+from app.config import Settings
+from tests.integration.conftest import Desk, Trader, eventually, make_desk
+from tests.integration.test_conferences import hears
+from tests.support.api import Api, running
+from tests.support.asterisk import asterisk_test_instance
+from tests.support.phone import Phone
+
+pytestmark = pytest.mark.asterisk
+
+
+async def _mixer_connected(api: Api, connected: bool) -> bool:
+    reply = await api.call("GET", "/health/ready")
+    return all(m["connected"] is connected for m in reply.body["mixers"])
+
+
+async def _restart_asterisk(api: Api) -> None:
+    await asyncio.to_thread(down, asterisk_test_instance())
+    await eventually(lambda: _mixer_connected(api, False), within=15)
+
+
+async def test_asterisk_stopping_mid_call_is_503_then_reconciled(
+    desk: Desk,
+) -> None:
+    alice, bob = desk.traders
+    room = await desk.conference()
+    await desk.join(room["id"], alice)
+    await desk.join(room["id"], bob)
+
+    await _restart_asterisk(desk.api)
+    while_down = await desk.api.call(
+        "POST",
+        f"/conferences/{room['id']}/join",
+        desk.admin,
+        {"user_id": alice.user_id},
+    )
+    ready = await desk.api.call("GET", "/health/ready")
+    await asyncio.to_thread(up, asterisk_test_instance())
+    await eventually(lambda: _mixer_connected(desk.api, True), within=20)
+
+    assert while_down.status in (409, 503)
+    assert ready.status == 503
+    await eventually(lambda: _no_members(desk, room["id"]), within=15)
+    events = await desk.api.call("GET", f"/conferences/{room['id']}/events", desk.admin)
+    reasons = [e["data"].get("reason") for e in events.body["items"]]
+    assert reasons.count("channel_lost") == 2
+
+
+async def _no_members(desk: Desk, conference_id: str) -> bool:
+    return await desk.members(conference_id) == []
+
+
+async def test_after_asterisk_restarts_traders_meet_again(desk: Desk) -> None:
+    alice, bob = desk.traders
+    room = await desk.conference()
+    await desk.join(room["id"], alice)
+
+    await _restart_asterisk(desk.api)
+    await asyncio.to_thread(up, asterisk_test_instance())
+    await eventually(lambda: _mixer_connected(desk.api, True), within=20)
+    await eventually(lambda: _no_members(desk, room["id"]), within=15)
+    await asyncio.to_thread(alice.phone.wait_for_hangup, 10)
+
+    await _reregister(desk, [alice, bob])
+    await desk.join(room["id"], alice)
+    await desk.join(room["id"], bob)
+    alice.phone.play_tone(1000)
+    await eventually(lambda: hears(bob, 1000), within=10)
+
+
+async def _reregister(desk: Desk, traders: list[Trader]) -> None:
+    for trader in traders:
+        await asyncio.to_thread(trader.phone.register_again)
+
+    async def registered() -> bool:
+        reply = await desk.api.call("GET", "/sip/registrations", desk.admin)
+        ids = {r["credential_id"] for r in reply.body["items"]}
+        return ids >= {t.credential["id"] for t in traders}
+
+    await eventually(registered, within=15)
+
+
+async def test_credentials_changed_while_asterisk_was_down_are_applied(
+    desk: Desk, phones: Callable[..., Phone]
+) -> None:
+    _, bob = desk.traders
+    await _restart_asterisk(desk.api)
+    removed = await desk.api.call(
+        "DELETE", f"/sip/credentials/{bob.credential['id']}", desk.admin
+    )
+    issued = await desk.api.call(
+        "POST", "/sip/credentials", desk.admin, {"user_id": bob.user_id}
+    )
+    await asyncio.to_thread(up, asterisk_test_instance())
+    await eventually(lambda: _mixer_connected(desk.api, True), within=20)
+
+    assert removed.status == 204
+    assert issued.status == 201
+    newcomer = phones(issued.body["username"], issued.body["password"])
+    await asyncio.to_thread(newcomer.start)
+    with pytest.raises(Exception):  # noqa: B017 - any refusal of the old password
+        await asyncio.to_thread(bob.phone.register_again)
+    reply = await desk.api.call("GET", "/sip/registrations", desk.admin)
+    names = {r["username"] for r in reply.body["items"]}
+    assert issued.body["username"] in names
+    assert bob.credential["username"] not in names
+
+
+async def test_platform_restart_keeps_calls_and_state(
+    settings: Settings, phones: Callable[..., Phone]
+) -> None:
+    async with running(settings) as api:
+        desk = await make_desk(api, phones, "acme")
+        alice, bob = desk.traders
+        room = await desk.conference()
+        await desk.join(room["id"], alice)
+        await desk.join(room["id"], bob)
+        token = desk.admin
+
+    async with running(settings) as api:
+        desk.api = api
+        members = await desk.members(room["id"])
+        alice.phone.play_tone(1000)
+        await eventually(lambda: hears(bob, 1000), within=10)
+        credentials = await api.call("GET", "/sip/credentials", token)
+        left = await api.call(
+            "POST",
+            f"/conferences/{room['id']}/leave",
+            token,
+            {"user_id": alice.user_id},
+        )
+
+    assert {m["user_id"] for m in members} == {alice.user_id, bob.user_id}
+    assert {m["state"] for m in members} == {"joined"}
+    assert len(credentials.body["items"]) == 2
+    assert left.status == 200
