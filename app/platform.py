@@ -74,8 +74,10 @@ class Platform:
         self.mixers = MixerPool(self.db)
         self.sip = SipService(self.db, self.mixers, settings)
         self.conferences = ConferenceService(self.db, self.mixers, self.sip, settings)
-        self.tenants = TenantService(self.db, self.sip, self.conferences)
-        self.users = UserService(self.db, self.sip, self.conferences)
+        self.tenants = TenantService(
+            self.db, self.sip, self.conferences, self.auth.forget
+        )
+        self.users = UserService(self.db, self.sip, self.conferences, self.auth.forget)
         self.created_admin = await self.tenants.ensure_platform(
             settings.admin_username, settings.admin_password
         )

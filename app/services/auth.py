@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -22,6 +23,9 @@ from app.models import Membership, RefreshToken, RevokedSession, Tenant, User
 from app.security import Principal, TokenCodec, verify_password
 
 logger = logging.getLogger(__name__)
+
+ROLE_CACHE_TTL = 5.0
+ROLE_CACHE_SIZE = 10_000
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,10 @@ class AuthService:
         self._codec = codec
         self._refresh_ttl = refresh_ttl
         self._revoked: set[str] = set()
+        # (user, tenant) -> (role, monotonic expiry). Saves a database round
+        # trip on every request; changes made through this process drop the
+        # entry at once (forget), other nodes see them within ROLE_CACHE_TTL.
+        self._roles: dict[tuple[str, str], tuple[str | None, float]] = {}
 
     async def load_revocations(self) -> None:
         """Revoked sessions survive restarts: read them back on start."""
@@ -159,19 +167,34 @@ class AuthService:
             principal=principal,
         )
 
+    async def _current_role(self, user_id: str, tenant_id: str) -> str | None:
+        key = (user_id, tenant_id)
+        cached = self._roles.get(key)
+        if cached is not None and cached[1] > time.monotonic():
+            return cached[0]
+        async with self._db() as session:
+            role = await session.scalar(
+                select(Membership.role).where(
+                    Membership.user_id == user_id, Membership.tenant_id == tenant_id
+                )
+            )
+        if len(self._roles) > ROLE_CACHE_SIZE:
+            self._roles.clear()
+        self._roles[key] = (role, time.monotonic() + ROLE_CACHE_TTL)
+        return role
+
+    def forget(self, user_id: str) -> None:
+        """Drop cached roles of a user whose profiles just changed."""
+        for key in [key for key in self._roles if key[0] == user_id]:
+            del self._roles[key]
+
     async def authenticate(self, token: str) -> Principal:
         principal = self._codec.decode(token)
         if principal.session_id in self._revoked:
             raise Unauthorized("the token was revoked by logout; log in again")
         # The role comes from the database, not the token, so a role change or
         # a removed user takes effect on the next request.
-        async with self._db() as session:
-            role = await session.scalar(
-                select(Membership.role).where(
-                    Membership.user_id == principal.user_id,
-                    Membership.tenant_id == principal.tenant_id,
-                )
-            )
+        role = await self._current_role(principal.user_id, principal.tenant_id)
         if role is None:
             raise Unauthorized("the user no longer exists in this tenant")
         if role != principal.role:

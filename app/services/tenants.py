@@ -7,6 +7,7 @@ its own tenant and nothing else (another tenant is a 404, never a 403).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import delete as sql_delete
@@ -39,10 +40,13 @@ class TenantService:
         db: async_sessionmaker[AsyncSession],
         sip: SipService,
         conferences: ConferenceService,
+        forget_user: Callable[[str], None],
     ) -> None:
         self._db = db
         self._sip = sip
         self._conferences = conferences
+        # Tells the token check that a user's profiles changed.
+        self._forget_user = forget_user
 
     async def ensure_platform(self, username: str, password: str) -> bool:
         """Create the platform tenant and its admin on first start.
@@ -209,5 +213,7 @@ class TenantService:
                 )
                 if not profiles:
                     await session.execute(sql_delete(User).where(User.id == user_id))
+        for user_id in user_ids:
+            self._forget_user(user_id)
         await self._sip.unpush(sip_usernames)
         logger.info("removed tenant %s", tenant_id)

@@ -8,6 +8,7 @@ no profile in it does not exist for the caller.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -53,10 +54,13 @@ class UserService:
         db: async_sessionmaker[AsyncSession],
         sip: SipService,
         conferences: ConferenceService,
+        forget_user: Callable[[str], None],
     ) -> None:
         self._db = db
         self._sip = sip
         self._conferences = conferences
+        # Tells the token check that this user's roles changed.
+        self._forget_user = forget_user
 
     def _check_may_grant(self, principal: Principal, role: str) -> None:
         if not principal.at_least("tenant_admin"):
@@ -156,6 +160,8 @@ class UserService:
                 membership.role = role
             if display_name is not None:
                 membership.display_name = display_name
+        # After the commit, so a concurrent request cannot cache the old role.
+        self._forget_user(user_id)
         logger.info("updated user %s", user_id)
         return _profile(user, membership)
 
@@ -197,6 +203,7 @@ class UserService:
             )
             if not profiles:
                 await session.execute(delete(User).where(User.id == user_id))
+        self._forget_user(user_id)
         logger.info("removed user %s from tenant %s", user_id, principal.tenant_id)
 
     async def _check_not_last_admin(
