@@ -225,6 +225,7 @@ def up(instance: AsteriskInstance, log: Log = print) -> AsteriskCredentials:
         log(f"Rendering config for instance {instance.name!r}")
         _prepare_instance(instance, layout, secrets_)
         if layout.mode == "chroot":
+            _loopback_dns(layout.root)
             with _mounts_lock(instance, log):
                 _ensure_mounts(layout.root, log)
 
@@ -487,6 +488,22 @@ def _prepare_apt(root: Path, mirror: str) -> None:
     resolv = root / "etc/resolv.conf"
     if not resolv.exists() and Path("/etc/resolv.conf").exists():
         shutil.copyfile("/etc/resolv.conf", resolv)
+
+
+def _loopback_dns(root: Path) -> None:
+    """Keep Asterisk's name lookups on this machine.
+
+    When Asterisk works out its own address it resolves the host name and
+    then A.ROOT-SERVERS.NET. The build needed the host's resolver to fetch
+    packages; the running mixer must not query it, so the root's resolver
+    is loopback (nothing answers there, and the lookup fails at once).
+    """
+    (root / "etc/resolv.conf").write_text("nameserver 127.0.0.1\n")
+    hosts = root / "etc/hosts"
+    name = socket.gethostname()
+    text = hosts.read_text() if hosts.exists() else ""
+    if name not in text.split():
+        hosts.write_text(text + f"127.0.1.1\t{name}\n")
 
 
 def _debian_mirror() -> str:

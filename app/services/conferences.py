@@ -261,11 +261,23 @@ class ConferenceService:
         if not principal.at_least("trader"):
             raise Forbidden("joining conferences needs the trader role")
         with bound(conference_id=conference_id, tenant_id=principal.tenant_id):
+            conference = await self.get(principal, conference_id)
+            link = self._mixers.link(conference.mixer_id)
+            # Looking up the user's phones needs no lock: it reads the mixer,
+            # not the room, so concurrent joins do not queue behind it.
+            devices = await self._sip.devices(principal.tenant_id, target)
             async with self._locks.hold(conference_id):
-                return await self._join_locked(principal, conference_id, target)
+                return await self._join_locked(
+                    principal, link, conference_id, target, devices
+                )
 
     async def _join_locked(
-        self, principal: Principal, conference_id: str, user_id: str
+        self,
+        principal: Principal,
+        link: MixerLink,
+        conference_id: str,
+        user_id: str,
+        devices: list[tuple[str, str]],
     ) -> JoinResult:
         async with self._db() as session:
             conference = await self._load(session, principal.tenant_id, conference_id)
@@ -281,10 +293,6 @@ class ConferenceService:
                 raise Conflict(
                     "already_member", "the user is already in this conference"
                 )
-        link = self._mixers.link(conference.mixer_id)
-        devices: list[tuple[str, str]] = await self._sip.devices(
-            principal.tenant_id, user_id
-        )
         if not devices:
             raise Conflict(
                 "no_registered_device",
@@ -716,7 +724,7 @@ class ConferenceService:
                             ConferenceMember.state.in_(LIVE),
                         )
                     )
-                ).tuples()
+                )
             )
             legs = list(await session.scalars(select(MemberCall)))
         known = {leg.channel_id for leg in legs}
@@ -816,9 +824,12 @@ class ConferenceService:
         )
 
     async def _ensure_bridge(self, link: MixerLink, conference: Conference) -> None:
-        # Creating a bridge with an id that exists updates it, so this is safe
-        # to repeat; the mixer keeps no state the platform cannot rebuild.
-        await link.ari.create_bridge(conference.id, name=conference.id)
+        # The bridge id is the conference id, so the platform can always find
+        # or rebuild it; "already exists" is the answer when it is there.
+        try:
+            await link.ari.create_bridge(conference.id, name=conference.id)
+        except AriConflict:
+            pass
 
     async def _destroy_bridge(self, conference: Conference) -> None:
         for link in self._mixers.links():

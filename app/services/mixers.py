@@ -75,7 +75,7 @@ class MixerPool:
         counts = await session.execute(
             select(Conference.mixer_id, func.count()).group_by(Conference.mixer_id)
         )
-        load = {mixer_id: count for mixer_id, count in counts.tuples()}
+        load = {mixer_id: count for mixer_id, count in counts.all()}
         chosen = place(mixers, load)
         if chosen is None:
             raise MixerUnavailable("no mixer accepts new conferences right now")

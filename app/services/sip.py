@@ -8,6 +8,7 @@ Asterisk never has to keep anything the platform does not.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
@@ -106,6 +107,7 @@ class SipService:
         self._db = db
         self._mixers = mixers
         self._settings = settings
+        self._listing: dict[str, asyncio.Future[list[Contact]]] = {}
 
     async def create(self, principal: Principal, user_id: str) -> IssuedCredential:
         if user_id != principal.user_id and not principal.at_least("tenant_admin"):
@@ -274,15 +276,13 @@ class SipService:
     async def push_all(self, link: MixerLink) -> int:
         """Re-push every credential to a mixer that (re)connected."""
         async with self._db() as session:
-            rows = (
-                await session.execute(
-                    select(SipCredential, Membership.display_name).join(
-                        Membership,
-                        (Membership.user_id == SipCredential.user_id)
-                        & (Membership.tenant_id == SipCredential.tenant_id),
-                    )
+            rows = await session.execute(
+                select(SipCredential, Membership.display_name).join(
+                    Membership,
+                    (Membership.user_id == SipCredential.user_id)
+                    & (Membership.tenant_id == SipCredential.tenant_id),
                 )
-            ).tuples()
+            )
             credentials = list(rows)
         for credential, display_name in credentials:
             await self._push(link, credential, display_name)
@@ -306,10 +306,24 @@ class SipService:
         contacts: list[Contact] = []
         for link in self._mixers.links():
             try:
-                contacts.extend(await link.ami.contacts())
+                contacts.extend(await self._contacts_of(link))
             except AmiUnavailable as exc:
                 logger.warning("cannot list contacts on mixer %s: %s", link.id, exc)
         return contacts
+
+    async def _contacts_of(self, link: MixerLink) -> list[Contact]:
+        """One AMI listing at a time per mixer, shared by every caller waiting.
+
+        Under a burst of joins each would otherwise queue its own listing on
+        the single AMI connection; a caller arriving while one is in flight
+        takes its answer, at most one AMI round trip old.
+        """
+        pending = self._listing.get(link.id)
+        if pending is None:
+            pending = asyncio.ensure_future(link.ami.contacts())
+            self._listing[link.id] = pending
+            pending.add_done_callback(lambda _: self._listing.pop(link.id, None))
+        return await asyncio.shield(pending)
 
     async def registrations(
         self, principal: Principal, user_id: str | None = None

@@ -8,9 +8,10 @@ deadline; async tests call them through `asyncio.to_thread`::
     phone = Phone("ptest1", "secret", rtp_low=41000, rtp_high=41019)
     await asyncio.to_thread(phone.start)
     try:
+        ...  # have Asterisk call PJSIP/ptest1 and bridge it with `listener`
         await asyncio.to_thread(phone.wait_for_call, 10)
         phone.play_tone(1000)
-        assert await asyncio.to_thread(other.heard, 1000) > 0.5
+        assert await asyncio.to_thread(listener.heard, 1000) > 0.5
     finally:
         await asyncio.to_thread(phone.stop)
 
@@ -26,6 +27,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+import re
+import select
 import socket
 import threading
 import time
@@ -33,6 +36,9 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+# pyVoIP's modules import each other in a cycle that only resolves when its
+# VoIP package is imported before SIP.
+import pyVoIP.VoIP  # noqa: F401
 from pyVoIP import RTP, SIP
 from pyVoIP.VoIP.status import PhoneStatus
 from pyVoIP.VoIP.VoIP import CallState, VoIPCall, VoIPPhone
@@ -138,26 +144,116 @@ class _ToneSource(RTP.RTPPacketManager):
 class _SIPClient(SIP.SIPClient):
     """pyVoIP's SIP client with the fixes that Asterisk needs.
 
-    - Each INVITE gets a fresh Via branch: pyVoIP reuses the challenged
-      INVITE's branch for the authenticated retry.
     - An ACK carries the To tag of the response it acknowledges; pyVoIP puts
-      a random tag there, so Asterisk never matches the ACK of a 200 OK.
+      a random tag there, so Asterisk never matches the ACK of a 200 OK and
+      drops the call 32 s after it was answered.
     - A final failure (486, 603, 487...) to the INVITE of a call being dialed
       is acknowledged and ends the call; pyVoIP ignores all but 404 and 503.
+    - REGISTER waits for the answer to its own request and hands any other
+      message to the call logic. pyVoIP takes the first datagram that arrives
+      for the answer, so a late response about a call could make the
+      unregistering in stop() fail, and it retries a refused or unanswered
+      REGISTER in non-daemon threads, without a bound after a 500 answer.
     """
 
-    def gen_invite(
-        self,
-        number: str,
-        sess_id: str,
-        ms: dict[int, dict[str, RTP.PayloadType]],
-        sendtype: RTP.TransmitType,
-        branch: str,
-        call_id: str,
-    ) -> str:
-        return super().gen_invite(
-            number, sess_id, ms, sendtype, self.gen_branch(), call_id
+    receiver: threading.Thread | None = None
+    # The final answer to the last REGISTER; None when Asterisk was silent.
+    register_status: int | None = None
+
+    def start(self) -> None:
+        # As pyVoIP's start(), but its receive loop runs in a daemon thread
+        # that stop() can join, and from the moment registration is done
+        # rather than one second later.
+        if self.NSD:
+            raise RuntimeError("this SIP client was already started")
+        self.NSD = True
+        self.s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.s.bind((self.myIP, self.myPort))
+        self.out = self.s
+        self.register()
+        self.receiver = threading.Thread(
+            target=self.recv_loop, name=f"SIP {self.username}", daemon=True
         )
+        self.receiver.start()
+
+    def recv_loop(self) -> None:
+        try:
+            super().recv_loop()
+        except OSError:
+            # The socket was closed under a loop waiting for the receive lock.
+            if self.NSD:
+                raise
+
+    def register(self) -> bool:
+        status = self._register_transaction(unregister=False)
+        self.register_status = status
+        if status != 200:
+            logger.debug("REGISTER of %s answered %s", self.username, status)
+            self.phone._status = PhoneStatus.FAILED
+            return False
+        self.phone._status = PhoneStatus.REGISTERED
+        if self.NSD:
+            # Renew before expiry; a daemon so a forgotten phone cannot keep
+            # the test process alive.
+            self.registerThread = threading.Timer(
+                self.default_expires - 5, self.register
+            )
+            self.registerThread.daemon = True
+            self.registerThread.start()
+        return True
+
+    def deregister(self) -> bool:
+        return self._register_transaction(unregister=True) == 200
+
+    def _register_transaction(self, unregister: bool) -> int | None:
+        """Send a REGISTER, answer its challenge and return the final status,
+        or None if Asterisk did not answer within `register_timeout`."""
+        deadline = time.monotonic() + self.register_timeout
+        request = self.gen_first_response(deregister=unregister)
+        call_id = re.search(r"^Call-ID: (\S+)", request, re.MULTILINE)
+        challenged = False
+        try:
+            with self.recvLock:
+                self.out.sendto(request.encode("utf8"), (self.server, self.port))
+                while True:
+                    message = self._next_message(deadline)
+                    if message is None:
+                        return None
+                    if call_id is None or message.headers.get("Call-ID") != call_id[1]:
+                        self._handle_meanwhile(message)
+                        continue
+                    status = int(message.status)
+                    if status == 401 and not challenged:
+                        challenged = True
+                        answer = self.gen_register(message, deregister=unregister)
+                        self.out.sendto(answer.encode("utf8"), (self.server, self.port))
+                    elif status >= 200:
+                        return status
+        except OSError:
+            logger.debug("REGISTER of %s failed: socket closed", self.username)
+            return None
+
+    def _handle_meanwhile(self, message: SIP.SIPMessage) -> None:
+        """A message about a call that arrived while registering."""
+        try:
+            self.parse_message(message)
+        except Exception:
+            logger.exception("%s could not handle a SIP message", self.username)
+
+    def _next_message(self, deadline: float) -> SIP.SIPMessage | None:
+        """The next SIP message pyVoIP can parse, or None at the deadline."""
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            readable, _, _ = select.select([self.s], [], [], remaining)
+            if not readable:
+                return None
+            try:
+                return SIP.SIPMessage(self.s.recv(8192))
+            except (SIP.SIPParseError, ValueError, KeyError, IndexError):
+                # Requests pyVoIP has no parser for, such as OPTIONS.
+                continue
 
     def gen_ack(self, request: SIP.SIPMessage) -> str:
         ack = super().gen_ack(request)
@@ -181,8 +277,14 @@ class _SIPClient(SIP.SIPClient):
         return "\r\n".join([first, *kept, cseq, "Content-Length: 0", "", ""])
 
     def parse_message(self, message: SIP.SIPMessage) -> None:
-        if message.type == SIP.SIPMessageType.RESPONSE and self._ends_dialing(message):
-            return
+        if message.type == SIP.SIPMessageType.RESPONSE:
+            # pyVoIP takes any 200 OK for a dialed call as the answer to its
+            # INVITE, including the one to a CANCEL, and then fails on its
+            # missing SDP.
+            if message.headers["CSeq"]["method"] != "INVITE":
+                return
+            if self._ends_dialing(message):
+                return
         super().parse_message(message)
 
     def _ends_dialing(self, response: SIP.SIPMessage) -> bool:
@@ -195,7 +297,9 @@ class _SIPClient(SIP.SIPClient):
         if response.headers["CSeq"]["check"] != call.request.headers["CSeq"]["check"]:
             return False
         self.out.sendto(self.gen_ack(response).encode("utf8"), (self.server, self.port))
-        call.refused(f"{status} {response.status.phrase}")
+        call.refused(
+            "cancelled" if call.cancelled else f"{status} {response.status.phrase}"
+        )
         return True
 
 
@@ -203,6 +307,14 @@ class _Call(VoIPCall):
     """A pyVoIP call whose RTP clients use the phone's tone and receiver."""
 
     failure: str | None = None
+    cancelled = False
+
+    @property
+    def active(self) -> bool:
+        """Ringing, answered, or being dialed and not given up on."""
+        if self.state == CallState.DIALING:
+            return not self.cancelled
+        return self.state in (CallState.RINGING, CallState.ANSWERED)
 
     def create_rtp_clients(
         self,
@@ -214,6 +326,9 @@ class _Call(VoIPCall):
     ) -> None:
         usable = {pt: codec for pt, codec in codecs.items() if codec in USABLE_CODECS}
         super().create_rtp_clients(usable or codecs, ip, port, request, baseport)
+        # pyVoIP records the port of dialed calls only; answered calls need it
+        # too, so that the port stays reserved for as long as the call lasts.
+        self.assignedPorts[port] = usable or codecs
         phone = self.phone
         assert isinstance(phone, _VoIPPhone)
         for client in self.RTPClients:
@@ -296,11 +411,13 @@ class _VoIPPhone(VoIPPhone):
     def request_port(self, blocking: bool = True) -> int:
         # pyVoIP picks any port of the range, even one another process holds,
         # and then fails to bind it in a thread where nobody sees the error.
+        # A port is taken while a call that holds it is known to the phone.
         with self.portsLock:
+            held = {port for call in self.calls.values() for port in call.assignedPorts}
             candidates = [
                 port
                 for port in range(self.rtpPortLow, self.rtpPortHigh + 1)
-                if port not in self.assignedPorts
+                if port not in held
             ]
             random.shuffle(candidates)
             for port in candidates:
@@ -309,12 +426,18 @@ class _VoIPPhone(VoIPPhone):
                         probe.bind((self.myIP, port))
                     except OSError:
                         continue
-                self.assignedPorts.append(port)
                 return port
         raise PhoneError(
             f"no free RTP port in {self.rtpPortLow}-{self.rtpPortHigh}; "
             "give each phone its own range"
         )
+
+    def release_ports(self, call: VoIPCall | None = None) -> None:
+        # Ports are free once their call has left `calls` (see request_port).
+        # pyVoIP's version, run whenever a call object is collected, also
+        # drops every call whose answering callback has returned, which here
+        # is every answered call: the far end's BYE would then go unheard.
+        return None
 
 
 class Phone:
@@ -343,6 +466,7 @@ class Phone:
         self._call: _Call | None = None
         self._started = False
         self._stopped = False
+        self._dialer: threading.Thread | None = None
         self._phone = _VoIPPhone(
             server,
             port,
@@ -372,8 +496,9 @@ class Phone:
             except BaseException as exc:
                 errors.append(exc)
 
-        # pyVoIP registers inside start() and can block there for as long as
-        # SIP_ANSWER_TIMEOUT per attempt, so it runs off the caller's thread.
+        # pyVoIP registers inside start() and waits there for Asterisk's
+        # answer on a socket, so it runs off the caller's thread.
+        self._phone.sip.register_timeout = max(1, min(int(timeout), SIP_ANSWER_TIMEOUT))
         threading.Thread(target=register, name=f"{self!r} start", daemon=True).start()
         status = self._wait_for(
             lambda: (
@@ -389,12 +514,27 @@ class Phone:
         self.stop()
         if errors:
             raise PhoneError(f"{self!r} could not start: {errors[0]!r}")
-        if status:
+        answer = self._phone.sip.register_status
+        if status and answer is not None:
             raise PhoneError(
-                f"{self!r} was refused registration; check the username, "
+                f"{self!r}: REGISTER refused with {answer}; check the username, "
                 "password and realm pushed to Asterisk"
             )
-        raise PhoneError(f"{self!r} was not registered within {timeout} s")
+        raise PhoneError(
+            f"{self!r}: no answer to REGISTER from {self._phone.server}:"
+            f"{self._phone.port} within {self._phone.sip.register_timeout} s; "
+            "is Asterisk running?"
+        )
+
+    def register_again(self) -> None:
+        """Send a fresh REGISTER now, as a phone does when its registrar is back.
+
+        PhoneError when Asterisk refuses it (a deleted or rotated credential)
+        or does not answer.
+        """
+        status = self._phone.sip._register_transaction(unregister=False)
+        if status != 200:
+            raise PhoneError(f"{self!r}: REGISTER answered {status}")
 
     def stop(self) -> None:
         """Hang up, unregister and end pyVoIP's threads; safe to call twice."""
@@ -404,10 +544,15 @@ class Phone:
             self._stopped = True
             call = self._call
         self._phone.source.silence()
-        if call is not None and call.state == CallState.RINGING:
-            self._decline(call)
-        # pyVoIP's stop() unregisters and may retry forever on a 500 answer,
-        # so it gets a deadline and the sockets are closed under it if needed.
+        if call is not None and call.active and call.state != CallState.ANSWERED:
+            # pyVoIP's stop() ends answered calls only.
+            self.hang_up()
+        # pyVoIP's stop() needs the SIP receive lock, which a dial still
+        # waiting for its challenge holds on a blocking socket: the sockets
+        # are closed first then, and stop() gets a deadline in any case.
+        if self._dialer is not None and self._dialer.is_alive():
+            logger.debug("%r is stuck dialing; closing its sockets", self)
+            self._close_everything()
         stopper = threading.Thread(
             target=self._phone.stop, name=f"{self!r} stop", daemon=True
         )
@@ -416,6 +561,9 @@ class Phone:
         if stopper.is_alive():
             logger.warning("%r did not unregister in time; closing its sockets", self)
         self._close_everything()
+        receiver = self._phone.sip.receiver
+        if receiver is not None:
+            receiver.join(STOP_TIMEOUT)
         logger.debug("%r stopped", self)
 
     def wait_for_call(self, timeout: float) -> None:
@@ -440,7 +588,7 @@ class Phone:
         deadline = time.monotonic() + timeout
         self._require_running()
         with self._lock:
-            if self._call is not None and self._call.state != CallState.ENDED:
+            if self._call is not None and self._call.active:
                 raise PhoneError(f"{self!r} already has a call")
         placed: list[VoIPCall | BaseException] = []
 
@@ -452,6 +600,7 @@ class Phone:
 
         # pyVoIP waits for the INVITE's challenge on a blocking socket.
         inviter = threading.Thread(target=invite, name=f"{self!r} dial", daemon=True)
+        self._dialer = inviter
         inviter.start()
         inviter.join(max(0.0, deadline - time.monotonic()))
         if not placed:
@@ -534,16 +683,14 @@ class Phone:
         try:
             assert isinstance(call, _Call)
             with self._lock:
-                busy = self._stopped or (
-                    self._call is not None and self._call.state != CallState.ENDED
-                )
+                busy = self._stopped or (self._call is not None and self._call.active)
                 if not busy:
                     self._call = call
             if busy:
                 self._decline(call)
                 logger.debug("%r declined a second call", self)
                 return
-            if self.auto_answer:
+            if self.auto_answer and call.state == CallState.RINGING:
                 call.answer()
                 logger.debug("%r answered a call", self)
         except Exception:
@@ -558,8 +705,9 @@ class Phone:
     def _cancel(self, call: _Call) -> None:
         # pyVoIP cannot cancel a call; without a CANCEL, Asterisk would ring on
         # and an answer would arrive for a call the phone has forgotten.
+        # The call stays known until Asterisk's 487 for it is acknowledged.
+        call.cancelled = True
         self._send(self._phone.sip.gen_cancel(call.request))
-        call.refused("cancelled")
 
     def _send(self, message: str) -> None:
         sip = self._phone.sip
@@ -578,12 +726,14 @@ class Phone:
         sip.NSD = False
         if sip.registerThread is not None:
             sip.registerThread.cancel()
-        for call in list(self._phone.calls.values()):
+        calls = [*self._phone.calls.values(), *([self._call] if self._call else [])]
+        for call in calls:
             for client in call.RTPClients:
                 client.NSD = False
-                for sock in (getattr(client, "sin", None),):
-                    if sock is not None:
-                        sock.close()
+                # Clients that never started have no socket.
+                rtp_socket = getattr(client, "sin", None)
+                if rtp_socket is not None:
+                    rtp_socket.close()
         sock = getattr(sip, "s", None)
         if sock is not None:
             # shutdown() wakes a thread blocked in recv(); close() alone does not.
