@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import socket
 from collections.abc import Callable
 
 import pytest
 
-from app.asterisk_host import down, up
+from app.asterisk_host import down, status, up
 from app.config import Settings
 from tests.integration.conftest import Desk, Trader, eventually, make_desk
 from tests.integration.test_conferences import hears
@@ -23,12 +26,26 @@ async def _mixer_connected(api: Api, connected: bool) -> bool:
     return all(m["connected"] is connected for m in reply.body["mixers"])
 
 
-async def _restart_asterisk(api: Api) -> None:
+async def _stop_asterisk(api: Api) -> None:
     await asyncio.to_thread(down, asterisk_test_instance())
     await eventually(lambda: _mixer_connected(api, False), within=15)
 
 
-async def test_asterisk_stopping_mid_call_is_503_then_reconciled(
+async def _crash_asterisk(api: Api) -> None:
+    """Kill Asterisk outright: no hang-up events reach the platform."""
+    pid = status(asterisk_test_instance())["pid"]
+    assert isinstance(pid, int)
+    os.kill(pid, signal.SIGKILL)
+    await eventually(lambda: _mixer_connected(api, False), within=15)
+    await eventually(lambda: _port_closed(asterisk_test_instance().http_port))
+
+
+def _port_closed(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) != 0
+
+
+async def test_asterisk_crashing_mid_call_is_503_then_reconciled(
     desk: Desk,
 ) -> None:
     alice, bob = desk.traders
@@ -37,7 +54,7 @@ async def test_asterisk_stopping_mid_call_is_503_then_reconciled(
     await desk.join(room["id"], bob)
     carol_id, _ = await desk.api.user(desk.admin, "acme-carol")
 
-    await _restart_asterisk(desk.api)
+    await _crash_asterisk(desk.api)
     join = await desk.api.call(
         "POST", f"/conferences/{room['id']}/join", desk.admin, {"user_id": carol_id}
     )
@@ -64,12 +81,30 @@ async def _no_members(desk: Desk, conference_id: str) -> bool:
     return await desk.members(conference_id) == []
 
 
+async def test_asterisk_stopping_cleanly_ends_the_calls(desk: Desk) -> None:
+    alice, bob = desk.traders
+    room = await desk.conference()
+    await desk.join(room["id"], alice)
+    await desk.join(room["id"], bob)
+
+    await _stop_asterisk(desk.api)
+    await eventually(lambda: _no_members(desk, room["id"]), within=15)
+    await asyncio.to_thread(up, asterisk_test_instance())
+    await eventually(lambda: _mixer_connected(desk.api, True), within=20)
+
+    events = await desk.api.call("GET", f"/conferences/{room['id']}/events", desk.admin)
+    left = [
+        e["data"]["user_id"] for e in events.body["items"] if e["type"] == "member_left"
+    ]
+    assert sorted(left) == sorted([alice.user_id, bob.user_id])
+
+
 async def test_after_asterisk_restarts_traders_meet_again(desk: Desk) -> None:
     alice, bob = desk.traders
     room = await desk.conference()
     await desk.join(room["id"], alice)
 
-    await _restart_asterisk(desk.api)
+    await _stop_asterisk(desk.api)
     await asyncio.to_thread(up, asterisk_test_instance())
     await eventually(lambda: _mixer_connected(desk.api, True), within=20)
     await eventually(lambda: _no_members(desk, room["id"]), within=15)
@@ -98,7 +133,7 @@ async def test_credentials_changed_while_asterisk_was_down_are_applied(
     desk: Desk, phones: Callable[..., Phone]
 ) -> None:
     _, bob = desk.traders
-    await _restart_asterisk(desk.api)
+    await _stop_asterisk(desk.api)
     removed = await desk.api.call(
         "DELETE", f"/sip/credentials/{bob.credential['id']}", desk.admin
     )
