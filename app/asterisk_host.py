@@ -905,15 +905,26 @@ def _running_pid(instance: AsteriskInstance, layout: _Layout) -> int | None:
 
 
 def _pid_alive(pid: int) -> bool:
-    """True while pid runs; reaps it first if it is our exited child."""
+    """True while any thread of pid runs; reaps it first if it is our child.
+
+    The main thread of a stopping Asterisk can turn zombie while its other
+    threads still hold the ARI and SIP sockets, so every thread counts.
+    """
     with contextlib.suppress(ChildProcessError, OSError):
         os.waitpid(pid, os.WNOHANG)
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
     except OSError:
         return False
-    # The state letter follows the parenthesised command name.
-    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
+    for task in tasks:
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:
+            continue
+        # The state letter follows the parenthesised command name.
+        if stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X"):
+            return True
+    return False
 
 
 def _is_our_asterisk(pid: int, layout: _Layout) -> bool:

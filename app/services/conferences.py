@@ -13,6 +13,7 @@ conference's ``dial_in`` number starts at ``joined``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 from collections.abc import Sequence
@@ -713,16 +714,12 @@ class ConferenceService:
         bridges = {str(b["id"]): b for b in await link.ari.list_bridges()}
         async with self._db() as session:
             rows = list(
-                (
-                    await session.execute(
-                        select(ConferenceMember, Conference)
-                        .join(
-                            Conference, Conference.id == ConferenceMember.conference_id
-                        )
-                        .where(
-                            Conference.mixer_id == link.id,
-                            ConferenceMember.state.in_(LIVE),
-                        )
+                await session.execute(
+                    select(ConferenceMember, Conference)
+                    .join(Conference, Conference.id == ConferenceMember.conference_id)
+                    .where(
+                        Conference.mixer_id == link.id,
+                        ConferenceMember.state.in_(LIVE),
                     )
                 )
             )
@@ -826,10 +823,8 @@ class ConferenceService:
     async def _ensure_bridge(self, link: MixerLink, conference: Conference) -> None:
         # The bridge id is the conference id, so the platform can always find
         # or rebuild it; "already exists" is the answer when it is there.
-        try:
+        with contextlib.suppress(AriConflict):
             await link.ari.create_bridge(conference.id, name=conference.id)
-        except AriConflict:
-            pass
 
     async def _destroy_bridge(self, conference: Conference) -> None:
         for link in self._mixers.links():

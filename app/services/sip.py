@@ -26,7 +26,7 @@ from app.pagination import Page, paginate
 from app.security import Principal, sip_ha1
 from app.services.mixers import MixerLink, MixerPool
 from ari_handlers.ami import AmiUnavailable, Contact
-from ari_handlers.errors import AriError
+from ari_handlers.errors import AriError, AriUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -222,9 +222,9 @@ class SipService:
             )
 
     async def unpush(self, usernames: list[str]) -> None:
+        # A mixer that cannot be told now removes the strays when it
+        # reconnects (see _remove_strays).
         for link in self._mixers.links():
-            if not link.available:
-                continue
             for username in usernames:
                 await self._unpush_one(link, username)
 
@@ -233,6 +233,13 @@ class SipService:
         for object_type in ("endpoint", "aor", "auth"):
             try:
                 await link.ari.delete_config("res_pjsip", object_type, username)
+            except AriUnavailable:
+                logger.warning(
+                    "mixer %s is down; %s is removed when it is back",
+                    link.id,
+                    username,
+                )
+                return
             except AriError as exc:
                 logger.warning(
                     "could not remove %s %s from mixer %s: %s",
@@ -245,14 +252,10 @@ class SipService:
     async def _push_everywhere(
         self, credential: SipCredential, display_name: str
     ) -> None:
+        # Pushed even while the events socket is still reconnecting: a
+        # reconcile that started before this credential existed would not
+        # push it. A mixer that is down gets everything when it is back.
         for link in self._mixers.links():
-            if not link.available:
-                logger.warning(
-                    "mixer %s is down; credential %s is pushed when it is back",
-                    link.id,
-                    credential.id,
-                )
-                continue
             await self._push(link, credential, display_name)
 
     async def _push(
@@ -263,6 +266,13 @@ class SipService:
                 await link.ari.push_config(
                     "res_pjsip", object_type, credential.username, fields
                 )
+            except AriUnavailable:
+                logger.warning(
+                    "mixer %s is down; credential %s is pushed when it is back",
+                    link.id,
+                    credential.id,
+                )
+                return
             except AriError as exc:
                 logger.error(
                     "pushing %s of credential %s to mixer %s failed: %s",

@@ -117,6 +117,9 @@ class Api:
 async def running(settings: Settings) -> AsyncIterator[Api]:
     platform = Platform(settings)
     await platform.start()
+    for link in platform.mixers.links():
+        # Reconciling what earlier tests left in Asterisk can take a while.
+        assert await link.ari.wait_connected(timeout=60), "mixer did not connect"
     server = TestServer(create_app(platform), host="127.0.0.1")
     await server.start_server()
     try:
