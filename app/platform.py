@@ -54,6 +54,8 @@ class Platform:
         self.settings = settings
         self.version = _version()
         self.created_admin = False
+        # How long start() waits for the mixer before serving without it.
+        self.connect_wait = 15.0
 
     async def start(self) -> None:
         settings = self.settings
@@ -106,7 +108,7 @@ class Platform:
         conference_events.register(link.ari, link.id, self.conferences)
         mixer_events.register(link, self.sip, self.conferences)
         await link.ari.start()
-        if not await link.ari.wait_connected(timeout=15):
+        if not await link.ari.wait_connected(timeout=self.connect_wait):
             logger.warning(
                 "mixer %s not reachable at %s yet; retrying in the background",
                 link.id,

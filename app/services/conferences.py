@@ -477,22 +477,9 @@ class ConferenceService:
             assert member is not None
             if member.state not in LIVE:
                 return member
-            member.state = state
             member.reason = reason
             member.left_at = _now()
-            await session.execute(
-                delete(MemberCall).where(MemberCall.member_id == member_id)
-            )
-            conference = await session.get(Conference, member.conference_id)
-            assert conference is not None
-            self._record(
-                session,
-                conference,
-                f"member_{state}",
-                member_id=member_id,
-                user_id=member.user_id,
-                reason=reason,
-            )
+            conference = await self._move(session, member, state, reason=reason)
             remaining = await self._live_members(session, conference.id)
         logger.info("member %s %s (%s)", member_id, state, reason)
         if not any(m.state == "joined" for m in remaining):
@@ -558,26 +545,37 @@ class ConferenceService:
             await self._hangup_quietly(mixer_id, other, "normal")
         await self._mark_joined(member_id, channel_id)
 
+    async def _move(
+        self,
+        session: AsyncSession,
+        member: ConferenceMember,
+        state: str,
+        **data: Any,
+    ) -> Conference:
+        """Set a member's state, drop its ringing legs and record the event."""
+        member.state = state
+        await session.execute(
+            delete(MemberCall).where(MemberCall.member_id == member.id)
+        )
+        conference = await session.get(Conference, member.conference_id)
+        assert conference is not None
+        self._record(
+            session,
+            conference,
+            f"member_{state}",
+            member_id=member.id,
+            user_id=member.user_id,
+            **data,
+        )
+        return conference
+
     async def _mark_joined(self, member_id: str, channel_id: str) -> None:
         async with self._db() as session, session.begin():
             member = await session.get(ConferenceMember, member_id)
             assert member is not None
-            member.state = "joined"
             member.channel_id = channel_id
             member.joined_at = _now()
-            await session.execute(
-                delete(MemberCall).where(MemberCall.member_id == member_id)
-            )
-            conference = await session.get(Conference, member.conference_id)
-            assert conference is not None
-            self._record(
-                session,
-                conference,
-                "member_joined",
-                member_id=member_id,
-                user_id=member.user_id,
-                channel_id=channel_id,
-            )
+            await self._move(session, member, "joined", channel_id=channel_id)
         logger.info("member %s joined on channel %s", member_id, channel_id)
 
     async def _dial_in(

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import delete, select
+from sqlalchemy import Select, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
@@ -50,6 +50,18 @@ class Registration:
     user_agent: str
     via_address: str
     expires_in: int | None
+
+
+def _visible(principal: Principal, user_id: str | None) -> Select[SipCredential]:
+    """Credentials the caller may see: its tenant's, only its own below admin."""
+    statement = select(SipCredential).where(
+        SipCredential.tenant_id == principal.tenant_id
+    )
+    if not principal.at_least("tenant_admin"):
+        statement = statement.where(SipCredential.user_id == principal.user_id)
+    if user_id is not None:
+        statement = statement.where(SipCredential.user_id == user_id)
+    return statement
 
 
 def _seconds_until(epoch: int | None) -> int | None:
@@ -149,13 +161,7 @@ class SipService:
         limit: int,
         cursor: str | None,
     ) -> Page[SipCredential]:
-        statement = select(SipCredential).where(
-            SipCredential.tenant_id == principal.tenant_id
-        )
-        if not principal.at_least("tenant_admin"):
-            statement = statement.where(SipCredential.user_id == principal.user_id)
-        if user_id is not None:
-            statement = statement.where(SipCredential.user_id == user_id)
+        statement = _visible(principal, user_id)
         async with self._db() as session:
             return await paginate(session, statement, SipCredential.id, limit, cursor)
 
@@ -338,15 +344,11 @@ class SipService:
     async def registrations(
         self, principal: Principal, user_id: str | None = None
     ) -> list[Registration]:
-        statement = select(SipCredential).where(
-            SipCredential.tenant_id == principal.tenant_id
-        )
-        if not principal.at_least("tenant_admin"):
-            statement = statement.where(SipCredential.user_id == principal.user_id)
-        if user_id is not None:
-            statement = statement.where(SipCredential.user_id == user_id)
         async with self._db() as session:
-            by_name = {c.username: c for c in await session.scalars(statement)}
+            by_name = {
+                c.username: c
+                for c in await session.scalars(_visible(principal, user_id))
+            }
         registrations = []
         for contact in await self._contacts():
             credential = by_name.get(contact.endpoint)
