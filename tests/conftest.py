@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from tests.support.api import Api, make_settings, running
+from tests.support.databases import database_url
 
 
-@pytest.fixture
-async def api(tmp_path: Path) -> AsyncIterator[Api]:
-    """A platform with its own database and no mixer."""
-    async with running(make_settings(tmp_path)) as handle:
-        yield handle
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def api(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Api]:
+    """A platform with its own database (each backend) and no mixer."""
+    async with database_url(request.param, tmp_path) as url:
+        settings = dataclasses.replace(make_settings(tmp_path), database_url=url)
+        async with running(settings) as handle:
+            yield handle
