@@ -27,6 +27,10 @@ async def hears(listener: Trader, frequency: float) -> bool:
     return await heard(listener, frequency, 0.5) > HEARD
 
 
+async def does_not_hear(listener: Trader, frequency: float) -> bool:
+    return await heard(listener, frequency, 0.5) < NOT_HEARD
+
+
 async def test_two_traders_hear_each_other_until_one_leaves(desk: Desk) -> None:
     alice, bob = desk.traders
     room = await desk.conference()
@@ -47,8 +51,9 @@ async def test_two_traders_hear_each_other_until_one_leaves(desk: Desk) -> None:
     assert left.status == 200, left.body
     assert left.body["state"] == "left"
     await asyncio.to_thread(alice.phone.wait_for_hangup, 10)
-    await asyncio.sleep(0.5)  # let audio already in flight drain
-    assert await heard(bob, 1000) < NOT_HEARD
+    # Audio already in flight drains within a few packets.
+    await eventually(lambda: does_not_hear(bob, 1000), within=5)
+    assert await heard(bob, 1000, 1.0) < NOT_HEARD
     assert [m["user_id"] for m in await desk.members(room["id"])] == [bob.user_id]
 
 
@@ -171,10 +176,18 @@ async def test_a_muted_member_is_not_heard(desk: Desk) -> None:
         desk.admin,
         {"muted": True},
     )
-    await asyncio.sleep(0.5)  # let audio already in flight drain
+    await eventually(lambda: does_not_hear(bob, 1000), within=5)
 
     assert muted.body["muted"] is True
-    assert await heard(bob, 1000) < NOT_HEARD
+    assert await heard(bob, 1000, 1.0) < NOT_HEARD
+    unmuted = await desk.api.call(
+        "PATCH",
+        f"/conferences/{room['id']}/members/{member['member_id']}",
+        desk.admin,
+        {"muted": False},
+    )
+    assert unmuted.body["muted"] is False
+    await eventually(lambda: hears(bob, 1000), within=10)
 
 
 async def test_dialling_the_conference_number_joins(desk: Desk) -> None:
