@@ -81,6 +81,10 @@ async def _read_body(request: web.Request, operation: Operation) -> Any:
         raise InvalidRequest(
             f"the body is not valid JSON: {exc}", details={"fields": {}}
         ) from exc
+    except RecursionError as exc:
+        raise InvalidRequest(
+            "the body nests too deeply to be a request", details={"fields": {}}
+        ) from exc
 
 
 def current_principal(request: web.Request) -> Principal:

@@ -32,6 +32,11 @@ class UserUpdate(Strict):
 
 class PasswordChange(Strict):
     password: str = Password
+    current_password: str | None = Field(
+        default=None,
+        max_length=256,
+        description="required when changing your own password",
+    )
 
 
 class UserOut(BaseModel):
@@ -135,12 +140,16 @@ async def update_user(request: web.Request, body: UserUpdate) -> web.Response:
     summary="Set a user's password",
     body=PasswordChange,
     status=204,
-    errors=(403, 404),
+    errors=(403, 404, 422),
 )
 async def set_password(request: web.Request, body: PasswordChange) -> web.Response:
-    """Users set their own; tenant admins set anyone's in their tenant."""
+    """Every session of the user ends. Your own needs `current_password` (422
+    `wrong_password` otherwise); tenant admins set anyone's in their tenant."""
     await request.app[PLATFORM_KEY].users.set_password(
-        current_principal(request), request.match_info["user_id"], body.password
+        current_principal(request),
+        request.match_info["user_id"],
+        body.password,
+        body.current_password,
     )
     return web.Response(status=204)
 

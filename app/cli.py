@@ -13,6 +13,7 @@ import dataclasses
 import json
 import logging
 import signal
+import socket
 import sys
 
 from aiohttp import web
@@ -41,15 +42,19 @@ def _with_asterisk(settings: Settings) -> Settings:
     )
 
 
-async def _serve(settings: Settings) -> None:
+async def _serve(settings: Settings, listener: socket.socket) -> None:
     from api.app import create_app
     from app.platform import Platform
 
     platform = Platform(settings)
-    await platform.start()
+    try:
+        await platform.start()
+    except BaseException:
+        await platform.stop()
+        raise
     runner = web.AppRunner(create_app(platform), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port)
+    site = web.SockSite(runner, listener)
     await site.start()
     api = f"http://{settings.host}:{settings.port}"
     print(f"SOMVAD API on {api} (OpenAPI at {api}/openapi.json, docs at {api}/docs)")
@@ -119,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     logs.configure(settings.log_level)
+    from app.platform import StartupError
+
     if settings.manage_asterisk and not settings.ari_url:
         from app.asterisk_host import AsteriskError
 
@@ -127,7 +134,22 @@ def main(argv: list[str] | None = None) -> int:
         except AsteriskError as exc:
             print(f"Asterisk could not start: {exc}", file=sys.stderr)
             return 1
-    asyncio.run(_serve(settings))
+    try:
+        # Bound before anything else starts: a second `somvad run` must fail
+        # here, not after it has connected to Asterisk.
+        listener = socket.create_server((settings.host, settings.port))
+    except OSError as exc:
+        print(
+            f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}; "
+            "is another somvad running? (SOMVAD_PORT picks another port)",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        asyncio.run(_serve(settings, listener))
+    except StartupError as exc:
+        print(f"cannot start: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

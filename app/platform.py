@@ -27,10 +27,15 @@ from ari_handlers import conferences as conference_events
 from ari_handlers import mixers as mixer_events
 from ari_handlers.ami import AmiClient
 from ari_handlers.client import AriClient
+from ari_handlers.errors import AriUnavailable
 
 logger = logging.getLogger(__name__)
 
 LOCAL_MIXER_ID = "mixer-1"
+
+
+class StartupError(Exception):
+    """The platform cannot start; the message says why and what to do."""
 
 
 def _version() -> str:
@@ -79,7 +84,7 @@ class Platform:
         self.tenants = TenantService(
             self.db, self.sip, self.conferences, self.auth.forget
         )
-        self.users = UserService(self.db, self.sip, self.conferences, self.auth.forget)
+        self.users = UserService(self.db, self.sip, self.conferences, self.auth)
         self.created_admin = await self.tenants.ensure_platform(
             settings.admin_username, settings.admin_password
         )
@@ -103,6 +108,17 @@ class Platform:
                 settings.ami_password,
             ),
         )
+        try:
+            taken = await link.ari.app_in_use()
+        except AriUnavailable:
+            taken = False  # down: the connection loop keeps trying
+        if taken:
+            raise StartupError(
+                f"another control plane is connected to the Asterisk at "
+                f"{settings.ari_url} as ARI application {settings.ari_app!r}; "
+                "one Asterisk belongs to one SOMVAD deployment (stop the other "
+                "or give this one its own instance)"
+            )
         await self.mixers.register(link.id, "local Asterisk", settings.ari_url)
         self.mixers.add(link)
         conference_events.register(link.ari, link.id, self.conferences)
@@ -125,10 +141,14 @@ class Platform:
         return True
 
     async def stop(self) -> None:
-        for link in self.mixers.links():
+        """Release what start() got, also when start() failed half-way."""
+        mixers: MixerPool | None = getattr(self, "mixers", None)
+        for link in mixers.links() if mixers else []:
             await link.ari.close()
             await link.ami.close()
-        await self.engine.dispose()
+        engine: AsyncEngine | None = getattr(self, "engine", None)
+        if engine is not None:
+            await engine.dispose()
 
 
 PLATFORM_KEY = web.AppKey("platform", Platform)

@@ -61,6 +61,7 @@ class Principal:
     username: str
     session_id: str
     impersonator_id: str | None = None
+    issued_at: float = 0.0
 
     def at_least(self, minimum: str) -> bool:
         return role_at_least(self.role, minimum)
@@ -74,7 +75,10 @@ class TokenCodec:
         self.ttl = ttl
 
     def issue(self, principal: Principal) -> str:
-        now = int(time.time())
+        # Fractional seconds (NumericDate allows them) so that a password
+        # change ends even the tokens issued earlier in the same second.
+        issued = time.time()
+        now = int(issued)
         claims: dict[str, Any] = {
             "iss": self._issuer,
             "aud": self._audience,
@@ -83,7 +87,7 @@ class TokenCodec:
             "role": principal.role,
             "username": principal.username,
             "sid": principal.session_id,
-            "iat": now,
+            "iat": issued,
             "exp": now + self.ttl,
         }
         if principal.impersonator_id:
@@ -114,6 +118,7 @@ class TokenCodec:
                 username=str(claims["username"]),
                 session_id=str(claims["sid"]),
                 impersonator_id=claims.get("impersonator_id"),
+                issued_at=float(claims["iat"]),
             )
         except KeyError as exc:
             raise Unauthorized("the token is missing a claim") from exc

@@ -227,6 +227,30 @@ class AriClient:
             self._connection_loop(), name=f"ari-connection-{self.app}"
         )
 
+    async def app_in_use(self) -> bool:
+        """Whether another client holds this Stasis application right now.
+
+        Asterisk hands an application's events to the newest websocket, so a
+        second control plane connecting as the same app silently takes the
+        events away from the first. Callable before start().
+        """
+        timeout = aiohttp.ClientTimeout(total=self._request_timeout)
+        url = URL(f"{self._base}/ari/applications/{_segment(self.app)}")
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=timeout) as session,
+                session.get(url, headers=self._auth_headers) as response,
+            ):
+                status = response.status
+                body = await response.read()
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise AriUnavailable(None, str(exc), "/applications") from exc
+        if status == 404:
+            return False
+        if status == 200:
+            return True
+        raise error_for_status(status, body.decode(errors="replace"), "/applications")
+
     async def wait_connected(self, timeout: float) -> bool:  # noqa: ASYNC109
         """Wait until ``connected``; False if ``timeout`` seconds pass first."""
         try:

@@ -2,7 +2,8 @@
 
     .venv/bin/python -m bench.api [--clients 200] [--requests 4000] [--rate 500]
 
-Starts the platform (`somvad run`, its own data folder, the local Asterisk)
+Starts the platform (`somvad run`, its own data folder and its own Asterisk
+instance "bench", stopped again at the end)
 and a bare aiohttp server returning the same JSON as ``GET /conferences``,
 both as separate processes on loopback. Each is driven by the same client
 loop: a closed loop of N concurrent clients, then an open loop at a fixed
@@ -34,7 +35,15 @@ import aiohttp
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "api.json"
 ADMIN_PASSWORD = "bench-admin-password"
-DEADLINE = 120.0  # no phase runs longer than this, whatever the arguments
+DEADLINE = 120.0
+BENCH_ASTERISK = {
+    "SOMVAD_ASTERISK_INSTANCE": "bench",
+    "SOMVAD_ASTERISK_HTTP_PORT": "8091",
+    "SOMVAD_SIP_PORT": "5090",
+    "SOMVAD_RTP_START": "22000",
+    "SOMVAD_RTP_END": "22999",
+    "SOMVAD_AMI_PORT": "5041",
+}  # no phase runs longer than this, whatever the arguments
 
 BARE_SERVER = """
 import sys
@@ -227,6 +236,12 @@ def _start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Pop
     )
 
 
+def _stop_bench_asterisk(env: dict[str, str]) -> None:
+    somvad = str(ROOT / ".venv/bin/somvad")
+    command = [somvad, "asterisk", "down", "--instance", "bench"]
+    subprocess.run(command, env=env, check=False, capture_output=True)
+
+
 def _stop(process: subprocess.Popen) -> None:
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGTERM)
@@ -246,6 +261,9 @@ async def run(clients: int, total: int, rate: int, rate_seconds: float) -> dict:
         "SOMVAD_DEMO": "0",
         "SOMVAD_ADMIN_PASSWORD": ADMIN_PASSWORD,
         "SOMVAD_LOG_LEVEL": "WARNING",
+        # Its own Asterisk: one Asterisk belongs to one control plane, and
+        # the instance of `make run` (or of the tests) must not be touched.
+        **BENCH_ASTERISK,
     }
     somvad = _start([str(ROOT / ".venv/bin/somvad"), "run"], env, work / "api.log")
     bare = None
@@ -296,6 +314,7 @@ async def run(clients: int, total: int, rate: int, rate_seconds: float) -> dict:
         _stop(somvad)
         if bare is not None:
             _stop(bare)
+        _stop_bench_asterisk(env)
         shutil.rmtree(work, ignore_errors=True)
     return _report(figures, clients)
 

@@ -7,6 +7,7 @@ stolen copy would be replayed.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import secrets
@@ -14,7 +15,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.errors import Unauthorized
@@ -24,8 +25,14 @@ from app.security import Principal, TokenCodec, verify_password
 
 logger = logging.getLogger(__name__)
 
-ROLE_CACHE_TTL = 5.0
-ROLE_CACHE_SIZE = 10_000
+ACCOUNT_CACHE_TTL = 5.0
+ACCOUNT_CACHE_SIZE = 10_000
+
+
+@dataclass(frozen=True)
+class _Account:
+    role: str
+    tokens_valid_after: float
 
 
 @dataclass(frozen=True)
@@ -51,10 +58,10 @@ class AuthService:
         self._codec = codec
         self._refresh_ttl = refresh_ttl
         self._revoked: set[str] = set()
-        # (user, tenant) -> (role, monotonic expiry). Saves a database round
-        # trip on every request; changes made through this process drop the
-        # entry at once (forget), other nodes see them within ROLE_CACHE_TTL.
-        self._roles: dict[tuple[str, str], tuple[str | None, float]] = {}
+        # (user, tenant) -> (account, monotonic expiry). Saves a database
+        # round trip on every request; changes made through this process drop
+        # the entry at once (forget), other nodes see them within the TTL.
+        self._accounts: dict[tuple[str, str], tuple[_Account | None, float]] = {}
 
     async def load_revocations(self) -> None:
         """Revoked sessions survive restarts: read them back on start."""
@@ -104,17 +111,31 @@ class AuthService:
 
     async def refresh(self, refresh_token: str) -> TokenPair:
         now = datetime.now(UTC)
-        async with self._db() as session, session.begin():
-            stored = await session.get(RefreshToken, _digest(refresh_token))
+        digest = _digest(refresh_token)
+        async with self._db() as session:
+            stored = await session.get(RefreshToken, digest)
             if stored is None or stored.expires_at < now:
                 raise Unauthorized("the refresh token is not valid; log in again")
             if stored.used_at is not None or stored.session_id in self._revoked:
-                await self._revoke(session, stored.session_id)
-                logger.warning(
-                    "refresh token reused; session %s revoked", stored.session_id
-                )
+                # Only a stolen copy is replayed: end the session for everyone
+                # holding it, and commit that before refusing.
+                session_id = stored.session_id
+                await session.rollback()
+                async with session.begin():
+                    await self._revoke(session, session_id)
+                logger.warning("refresh token reused; session %s revoked", session_id)
                 raise Unauthorized("the refresh token was already used; log in again")
-            stored.used_at = now
+        async with self._db() as session, session.begin():
+            # Claimed atomically, so two concurrent refreshes with one token
+            # cannot both succeed.
+            claimed = await session.execute(
+                update(RefreshToken)
+                .where(RefreshToken.id == digest, RefreshToken.used_at.is_(None))
+                .values(used_at=now)
+            )
+            stored = await session.get(RefreshToken, digest)
+            if claimed.rowcount != 1 or stored is None:  # type: ignore[attr-defined]
+                raise Unauthorized("the refresh token was already used; log in again")
             membership = await session.scalar(
                 select(Membership).where(
                     Membership.user_id == stored.user_id,
@@ -132,6 +153,18 @@ class AuthService:
                 session_id=stored.session_id,
             )
         return await self._issue(principal)
+
+    async def end_all_sessions(self, user_id: str) -> None:
+        """After a password change: every token issued so far stops working."""
+        async with self._db() as session, session.begin():
+            user = await session.get(User, user_id)
+            if user is not None:
+                user.tokens_valid_after = datetime.now(UTC)
+            await session.execute(
+                delete(RefreshToken).where(RefreshToken.user_id == user_id)
+            )
+        self.forget(user_id)
+        logger.info("ended every session of user %s", user_id)
 
     async def logout(self, principal: Principal) -> None:
         async with self._db() as session, session.begin():
@@ -167,43 +200,47 @@ class AuthService:
             principal=principal,
         )
 
-    async def _current_role(self, user_id: str, tenant_id: str) -> str | None:
+    async def _account(self, user_id: str, tenant_id: str) -> _Account | None:
         key = (user_id, tenant_id)
-        cached = self._roles.get(key)
+        cached = self._accounts.get(key)
         if cached is not None and cached[1] > time.monotonic():
             return cached[0]
         async with self._db() as session:
-            role = await session.scalar(
-                select(Membership.role).where(
-                    Membership.user_id == user_id, Membership.tenant_id == tenant_id
+            row = (
+                await session.execute(
+                    select(Membership.role, User.tokens_valid_after)
+                    .join(User, User.id == Membership.user_id)
+                    .where(
+                        Membership.user_id == user_id,
+                        Membership.tenant_id == tenant_id,
+                    )
                 )
-            )
-        if len(self._roles) > ROLE_CACHE_SIZE:
-            self._roles.clear()
-        self._roles[key] = (role, time.monotonic() + ROLE_CACHE_TTL)
-        return role
+            ).first()
+        account = None
+        if row is not None:
+            valid_after = row[1].timestamp() if row[1] else 0.0
+            account = _Account(role=row[0], tokens_valid_after=valid_after)
+        if len(self._accounts) > ACCOUNT_CACHE_SIZE:
+            self._accounts.clear()
+        self._accounts[key] = (account, time.monotonic() + ACCOUNT_CACHE_TTL)
+        return account
 
     def forget(self, user_id: str) -> None:
         """Drop cached roles of a user whose profiles just changed."""
-        for key in [key for key in self._roles if key[0] == user_id]:
-            del self._roles[key]
+        for key in [key for key in self._accounts if key[0] == user_id]:
+            del self._accounts[key]
 
     async def authenticate(self, token: str) -> Principal:
         principal = self._codec.decode(token)
         if principal.session_id in self._revoked:
-            raise Unauthorized("the token was revoked by logout; log in again")
+            raise Unauthorized("the session was ended; log in again")
         # The role comes from the database, not the token, so a role change or
         # a removed user takes effect on the next request.
-        role = await self._current_role(principal.user_id, principal.tenant_id)
-        if role is None:
+        account = await self._account(principal.user_id, principal.tenant_id)
+        if account is None:
             raise Unauthorized("the user no longer exists in this tenant")
-        if role != principal.role:
-            principal = Principal(
-                user_id=principal.user_id,
-                tenant_id=principal.tenant_id,
-                role=role,
-                username=principal.username,
-                session_id=principal.session_id,
-                impersonator_id=principal.impersonator_id,
-            )
+        if principal.issued_at < account.tokens_valid_after:
+            raise Unauthorized("the password was changed; log in again")
+        if account.role != principal.role:
+            principal = dataclasses.replace(principal, role=account.role)
         return principal

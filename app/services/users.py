@@ -8,7 +8,6 @@ no profile in it does not exist for the caller.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -16,11 +15,12 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.errors import Conflict, Forbidden, NotFound
+from app.errors import Conflict, Forbidden, NotFound, Unprocessable
 from app.ids import new_id
 from app.models import Membership, User
 from app.pagination import Page, paginate
-from app.security import Principal, hash_password, role_at_least
+from app.security import Principal, hash_password, role_at_least, verify_password
+from app.services.auth import AuthService
 from app.services.conferences import ConferenceService
 from app.services.sip import SipService
 
@@ -54,13 +54,12 @@ class UserService:
         db: async_sessionmaker[AsyncSession],
         sip: SipService,
         conferences: ConferenceService,
-        forget_user: Callable[[str], None],
+        auth: AuthService,
     ) -> None:
         self._db = db
         self._sip = sip
         self._conferences = conferences
-        # Tells the token check that this user's roles changed.
-        self._forget_user = forget_user
+        self._auth = auth
 
     def _check_may_grant(self, principal: Principal, role: str) -> None:
         if not principal.at_least("tenant_admin"):
@@ -161,18 +160,37 @@ class UserService:
             if display_name is not None:
                 membership.display_name = display_name
         # After the commit, so a concurrent request cannot cache the old role.
-        self._forget_user(user_id)
+        self._auth.forget(user_id)
         logger.info("updated user %s", user_id)
         return _profile(user, membership)
 
     async def set_password(
-        self, principal: Principal, user_id: str, password: str
+        self,
+        principal: Principal,
+        user_id: str,
+        password: str,
+        current_password: str | None,
     ) -> None:
-        if user_id != principal.user_id and not principal.at_least("tenant_admin"):
+        """Set a password and end every session of the user.
+
+        Users changing their own password prove they know the current one, so
+        a stolen token alone cannot lock its owner out.
+        """
+        own = user_id == principal.user_id
+        if not own and not principal.at_least("tenant_admin"):
             raise Forbidden("changing another user's password needs tenant_admin")
         async with self._db() as session, session.begin():
-            user, _ = await self._load(session, principal.tenant_id, user_id)
+            user, membership = await self._load(session, principal.tenant_id, user_id)
+            if own and not verify_password(user.password_hash, current_password or ""):
+                raise Unprocessable(
+                    "wrong_password",
+                    "current_password is missing or wrong",
+                    details={"fields": {"current_password": "does not match"}},
+                )
+            if not own and not role_at_least(principal.role, membership.role):
+                raise Forbidden("you cannot change the password of a higher role")
             user.password_hash = hash_password(password)
+        await self._auth.end_all_sessions(user_id)
         logger.info("password changed for user %s", user_id)
 
     async def delete(self, principal: Principal, user_id: str) -> None:
@@ -203,7 +221,7 @@ class UserService:
             )
             if not profiles:
                 await session.execute(delete(User).where(User.id == user_id))
-        self._forget_user(user_id)
+        self._auth.forget(user_id)
         logger.info("removed user %s from tenant %s", user_id, principal.tenant_id)
 
     async def _check_not_last_admin(

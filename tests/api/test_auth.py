@@ -149,3 +149,73 @@ async def test_auth_config_is_public(api: Api) -> None:
 
     assert reply.status == 200
     assert reply.body["password_login"] is True
+
+
+async def test_a_reused_refresh_token_keeps_the_session_ended_after_restart(
+    tmp_path: Path,
+) -> None:
+    settings = make_settings(tmp_path)
+    async with running(settings) as api:
+        login = await api.call(
+            "POST",
+            "/auth/login",
+            json={"username": "admin", "password": ADMIN_PASSWORD},
+        )
+        first = login.body["refresh_token"]
+        renewed = await api.call("POST", "/auth/refresh", json={"refresh_token": first})
+        await api.call("POST", "/auth/refresh", json={"refresh_token": first})
+
+    async with running(settings) as api:
+        access = await api.call("GET", "/auth/me", renewed.body["access_token"])
+        refresh = await api.call(
+            "POST",
+            "/auth/refresh",
+            json={"refresh_token": renewed.body["refresh_token"]},
+        )
+
+    assert access.status == 401
+    assert refresh.status == 401
+
+
+async def test_a_password_change_ends_every_session(api: Api) -> None:
+    _, admin = await api.onboard("acme")
+    user_id, token = await api.user(admin, "trader-one")
+    login = await api.call(
+        "POST",
+        "/auth/login",
+        json={"username": "trader-one", "password": "user-password"},
+    )
+
+    wrong = await api.call(
+        "PUT",
+        f"/users/{user_id}/password",
+        token,
+        {"password": "new-password-1", "current_password": "not-it"},
+    )
+    changed = await api.call(
+        "PUT",
+        f"/users/{user_id}/password",
+        token,
+        {"password": "new-password-1", "current_password": "user-password"},
+    )
+    old_access = await api.call("GET", "/auth/me", token)
+    old_refresh = await api.call(
+        "POST", "/auth/refresh", json={"refresh_token": login.body["refresh_token"]}
+    )
+
+    assert (wrong.status, wrong.body["error"]) == (422, "wrong_password")
+    assert changed.status == 204
+    assert old_access.status == 401
+    assert old_refresh.status == 401
+    assert await api.login("trader-one", "new-password-1")
+
+
+async def test_deeply_nested_json_is_invalid_request(api: Api) -> None:
+    body = b"[" * 30000 + b"]" * 30000
+
+    reply = await api.call(
+        "POST", "/auth/login", data=body, headers={"Content-Type": "application/json"}
+    )
+
+    assert reply.status == 400
+    assert reply.body["error"] == "invalid_request"

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import socket
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from app.asterisk_host import down, status, up
 from app.config import Settings
+from app.platform import Platform, StartupError
 from tests.integration.conftest import Desk, Trader, eventually, make_desk
 from tests.integration.test_conferences import hears
 from tests.support.api import Api, running
@@ -183,3 +186,27 @@ async def test_platform_restart_keeps_calls_and_state(
     assert {m["state"] for m in members} == {"joined"}
     assert len(credentials.body["items"]) == 2
     assert left.status == 200
+
+
+async def test_a_second_control_plane_cannot_take_the_asterisk(
+    desk: Desk, settings: Settings, tmp_path: Path
+) -> None:
+    alice, _ = desk.traders
+    other = Platform(
+        dataclasses.replace(
+            settings,
+            data_dir=tmp_path / "other",
+            database_url=f"sqlite+aiosqlite:///{tmp_path}/other.db",
+        )
+    )
+
+    with pytest.raises(StartupError):
+        try:
+            await other.start()
+        finally:
+            await other.stop()
+
+    room = await desk.conference()
+    await desk.join(room["id"], alice)
+    registrations = await desk.api.call("GET", "/sip/registrations", desk.admin)
+    assert len(registrations.body["items"]) == 2
