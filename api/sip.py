@@ -56,7 +56,7 @@ class RegistrationOut(BaseModel):
 
 class RegistrationList(BaseModel):
     items: list[RegistrationOut]
-    next_cursor: None = None
+    next_cursor: str | None
 
 
 def _out(request: web.Request, credential: SipCredential) -> CredentialOut:
@@ -158,12 +158,16 @@ async def delete_credential(request: web.Request) -> web.Response:
     "/sip/registrations",
     tag="sip",
     summary="Live registrations of this tenant's credentials",
+    query=CredentialQuery,
     response=RegistrationList,
+    errors=(503,),
 )
-async def list_registrations(request: web.Request) -> web.Response:
+async def list_registrations(
+    request: web.Request, query: CredentialQuery
+) -> web.Response:
     """Read from the mixers now: which devices are registered where."""
-    registrations = await request.app[PLATFORM_KEY].sip.registrations(
-        current_principal(request)
+    page = await request.app[PLATFORM_KEY].sip.registrations(
+        current_principal(request), query.limit, query.cursor, query.user_id
     )
     items = [
         RegistrationOut(
@@ -176,6 +180,6 @@ async def list_registrations(request: web.Request) -> web.Response:
             source_address=r.via_address,
             expires_in=r.expires_in,
         )
-        for r in registrations
+        for r in page.items
     ]
-    return respond(RegistrationList(items=items))
+    return respond(RegistrationList(items=items, next_cursor=page.next_cursor))

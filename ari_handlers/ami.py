@@ -44,6 +44,7 @@ class Contact:
     endpoint: str
     aor: str
     uri: str
+    id: str  # the sorcery object id, "<aor>;@<hash>"
     status: str
     user_agent: str
     via_address: str
@@ -300,6 +301,7 @@ def _contact(event: Message) -> Contact:
         endpoint=event.get("endpoint", ""),
         aor=event.get("aor") or _aor_of(object_name),
         uri=event.get("uri", ""),
+        id=object_name,
         status=event.get("status", ""),
         user_agent=event.get("useragent", ""),
         via_address=_via_address(event.get("viaaddr", ""), event.get("viaport", "")),

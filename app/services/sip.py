@@ -19,10 +19,10 @@ from sqlalchemy import Select, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
-from app.errors import Forbidden, NotFound
+from app.errors import Forbidden, MixerUnavailable, NotFound
 from app.ids import new_id
 from app.models import Membership, SipCredential
-from app.pagination import Page, paginate
+from app.pagination import Page, decode_cursor, encode_cursor, paginate
 from app.security import Principal, sip_ha1
 from app.services.mixers import MixerLink, MixerPool
 from ari_handlers.ami import AmiUnavailable, Contact
@@ -64,8 +64,23 @@ def _visible(principal: Principal, user_id: str | None) -> Select[SipCredential]
     return statement
 
 
-def _seconds_until(epoch: int | None) -> int | None:
-    return None if epoch is None else max(0, epoch - int(time.time()))
+def _registration(
+    credential: SipCredential, contact: Contact, now: int
+) -> Registration:
+    return Registration(
+        credential_id=credential.id,
+        user_id=credential.user_id,
+        username=credential.username,
+        uri=contact.uri,
+        status=contact.status,
+        user_agent=contact.user_agent,
+        via_address=contact.via_address,
+        expires_in=None if contact.reg_expire is None else contact.reg_expire - now,
+    )
+
+
+def _registration_key(registration: Registration) -> str:
+    return f"{registration.credential_id} {registration.uri}"
 
 
 def _asterisk_objects(
@@ -190,7 +205,30 @@ class SipService:
             )
         logger.info("rotated SIP credential %s", credential_id)
         await self._push_everywhere(credential, display_name)
+        await self._drop_contacts(credential.username)
         return IssuedCredential(credential=credential, password=password)
+
+    async def _drop_contacts(self, username: str) -> None:
+        """Unregister the phones that logged in with the old password.
+
+        Otherwise they stay reachable, and get called into conferences,
+        until their registration expires.
+        """
+        for link in self._mixers.links():
+            try:
+                contacts = await self._contacts_of(link)
+            except AmiUnavailable as exc:
+                # Its contacts expire on their own; the new password already
+                # refuses their next REGISTER.
+                logger.warning("cannot drop contacts on mixer %s: %s", link.id, exc)
+                continue
+            for contact in contacts:
+                if contact.endpoint != username:
+                    continue
+                try:
+                    await link.ari.delete_config("res_pjsip", "contact", contact.id)
+                except AriError as exc:
+                    logger.warning("could not drop contact of %s: %s", username, exc)
 
     async def delete(self, principal: Principal, credential_id: str) -> None:
         async with self._db() as session, session.begin():
@@ -342,31 +380,49 @@ class SipService:
         return await asyncio.shield(pending)
 
     async def registrations(
-        self, principal: Principal, user_id: str | None = None
-    ) -> list[Registration]:
+        self,
+        principal: Principal,
+        limit: int,
+        cursor: str | None,
+        user_id: str | None = None,
+    ) -> Page[Registration]:
+        """Live contacts of the caller's credentials, read from the mixers now.
+
+        A mixer whose AMI does not answer makes this 503 rather than an empty
+        list: "nobody is registered" and "cannot tell" must not look alike.
+        """
         async with self._db() as session:
             by_name = {
                 c.username: c
                 for c in await session.scalars(_visible(principal, user_id))
             }
-        registrations = []
-        for contact in await self._contacts():
-            credential = by_name.get(contact.endpoint)
-            if credential is None:
-                continue
-            registrations.append(
-                Registration(
-                    credential_id=credential.id,
-                    user_id=credential.user_id,
-                    username=credential.username,
-                    uri=contact.uri,
-                    status=contact.status,
-                    user_agent=contact.user_agent,
-                    via_address=contact.via_address,
-                    expires_in=_seconds_until(contact.reg_expire),
-                )
-            )
-        return registrations
+        contacts: list[Contact] = []
+        for link in self._mixers.links():
+            try:
+                contacts.extend(await self._contacts_of(link))
+            except AmiUnavailable as exc:
+                raise MixerUnavailable(
+                    f"mixer {link.id} does not answer for registrations; retry "
+                    "when it is back"
+                ) from exc
+        now = int(time.time())
+        registrations = sorted(
+            (
+                _registration(by_name[contact.endpoint], contact, now)
+                for contact in contacts
+                if contact.endpoint in by_name
+                and (contact.reg_expire is None or contact.reg_expire > now)
+            ),
+            key=_registration_key,
+        )
+        after = decode_cursor(cursor) if cursor else ""
+        remaining = [r for r in registrations if _registration_key(r) > after]
+        page = remaining[:limit]
+        more = len(remaining) > limit
+        return Page(
+            items=page,
+            next_cursor=encode_cursor(_registration_key(page[-1])) if more else None,
+        )
 
     async def devices(self, tenant_id: str, user_id: str) -> list[tuple[str, str]]:
         """(endpoint, contact URI) of every reachable device of a user."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from tests.support.api import Api
+from pathlib import Path
+
+from tests.support.api import Api, make_settings, running
 
 
 async def test_malformed_json_is_invalid_request(api: Api) -> None:
@@ -130,3 +132,17 @@ async def test_openapi_lists_the_conference_errors(api: Api) -> None:
     assert {"202", "404", "409", "503"} <= set(join["responses"])
     schema = document["components"]["schemas"]["ErrorBody"]
     assert set(schema["required"]) >= {"error", "message", "trace_id"}
+
+
+def _modes(folder: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_mode & 0o777 for p in folder.glob("somvad.db*")}
+
+
+async def test_the_sqlite_files_are_private(tmp_path: Path) -> None:
+    async with running(make_settings(tmp_path)) as api:
+        await api.onboard("acme")  # writes through the WAL
+
+        modes = _modes(tmp_path)
+
+    assert {"somvad.db", "somvad.db-wal"} <= set(modes)
+    assert all(mode == 0o600 for mode in modes.values()), modes
