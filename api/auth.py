@@ -67,13 +67,14 @@ def _tokens(pair: TokenPair) -> TokenResponse:
     public=True,
     body=LoginRequest,
     response=TokenResponse,
+    errors=(401, 429),
 )
 async def login(request: web.Request, body: LoginRequest) -> web.Response:
     """A bearer token for the profile in `tenant_id` (or the user's first)."""
     auth = request.app[PLATFORM_KEY].auth
-    return respond(
-        _tokens(await auth.login(body.username, body.password, body.tenant_id))
-    )
+    client = request.remote or "unknown"
+    pair = await auth.login(body.username, body.password, body.tenant_id, client)
+    return respond(_tokens(pair))
 
 
 @router.route(
@@ -84,6 +85,7 @@ async def login(request: web.Request, body: LoginRequest) -> web.Response:
     public=True,
     body=RefreshRequest,
     response=TokenResponse,
+    errors=(401,),
 )
 async def refresh(request: web.Request, body: RefreshRequest) -> web.Response:
     """Refresh tokens are single use; a reused one revokes the session."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import re
 import secrets
@@ -11,12 +13,13 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from app import logs
-from app.errors import AppError
+from app.errors import AppError, TooManyRequests
 
 logger = logging.getLogger(__name__)
 
 TRACE_KEY = web.RequestKey("trace_id", str)
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
+_compact = functools.partial(json.dumps, separators=(",", ":"))
 _HTTP_CODES = {
     400: "invalid_request",
     401: "unauthorized",
@@ -39,7 +42,8 @@ def error_response(
     status: int, code: str, message: str, trace_id: str, details: dict | None = None
 ) -> web.Response:
     response = web.json_response(
-        {
+        dumps=_compact,
+        data={
             "error": code,
             "message": message,
             "details": details or {},
@@ -66,6 +70,8 @@ async def trace_and_errors(
         response = error_response(
             exc.status, exc.code, exc.message, trace_id, exc.details
         )
+        if isinstance(exc, TooManyRequests):
+            response.headers["Retry-After"] = str(exc.retry_after)
     except web.HTTPRequestEntityTooLarge:
         limit = request.client_max_size
         response = error_response(
@@ -84,6 +90,8 @@ async def trace_and_errors(
             exc.reason,
             trace_id,
         )
+        if isinstance(exc, web.HTTPMethodNotAllowed):
+            response.headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
     except Exception:
         logger.exception("unhandled error in %s %s", request.method, request.path)
         response = error_response(

@@ -25,6 +25,7 @@ _ERROR_TEXT = {
     413: "The body is too large (payload_too_large).",
     415: "The body is not JSON (unsupported_media_type).",
     422: "The body parses but breaks a rule; `error` names the rule.",
+    429: "Too many attempts (too_many_requests); wait Retry-After seconds.",
     503: "The mixer (Asterisk) needed for this is unreachable (mixer_unavailable).",
 }
 

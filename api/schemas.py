@@ -10,7 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 class Strict(BaseModel):
     """Request bodies reject unknown fields, so a typo is an error, not a no-op."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    # strict: "true" or 1 is not a boolean, 5 is not a name.
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, strict=True)
 
 
 class ErrorBody(BaseModel):
@@ -25,6 +26,9 @@ class PageQuery(BaseModel):
     cursor: str | None = Field(default=None, max_length=200)
 
 
-Name = Field(min_length=1, max_length=120)
+# Printable text only: names end up in logs, caller ids and SIP headers.
+PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
+Name = Field(min_length=1, max_length=120, pattern=PRINTABLE)
+DisplayName = Field(default="", max_length=120, pattern=PRINTABLE)
 Username = Field(min_length=3, max_length=64, pattern=r"^[A-Za-z0-9._@-]+$")
 Password = Field(min_length=8, max_length=256)

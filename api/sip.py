@@ -86,7 +86,7 @@ def _secret(request: web.Request, issued: IssuedCredential) -> CredentialSecret:
     body=CredentialCreate,
     status=201,
     response=CredentialSecret,
-    errors=(403, 404),
+    errors=(403, 404, 409),
 )
 async def create_credential(
     request: web.Request, body: CredentialCreate

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 
 from aiohttp import web
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 from api.routing import Router, current_principal, respond
-from api.schemas import Name, PageQuery, Password, Strict, Username
+from api.schemas import DisplayName, Name, PageQuery, Password, Strict, Username
 from app.models import Tenant
 from app.platform import PLATFORM_KEY
 
@@ -18,7 +18,7 @@ router = Router()
 class FirstAdmin(Strict):
     username: str = Username
     password: str = Password
-    display_name: str = Field(default="", max_length=120)
+    display_name: str = DisplayName
 
 
 class TenantCreate(Strict):

@@ -9,7 +9,7 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 
 from api.routing import Router, current_principal, respond
-from api.schemas import PageQuery, Password, Strict, Username
+from api.schemas import PRINTABLE, DisplayName, PageQuery, Password, Strict, Username
 from app.platform import PLATFORM_KEY
 from app.services.users import Profile
 
@@ -21,12 +21,12 @@ Role = Literal["platform_admin", "tenant_admin", "desk_head", "trader", "viewer"
 class UserCreate(Strict):
     username: str = Username
     password: str = Password
-    display_name: str = Field(default="", max_length=120)
+    display_name: str = DisplayName
     role: Role = "trader"
 
 
 class UserUpdate(Strict):
-    display_name: str | None = Field(default=None, max_length=120)
+    display_name: str | None = Field(default=None, max_length=120, pattern=PRINTABLE)
     role: Role | None = None
 
 

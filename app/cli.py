@@ -115,8 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "openapi":
         from api.app import operations
         from api.openapi import build
+        from app.platform import package_version
 
-        print(json.dumps(build(operations(), "dev"), indent=2))
+        print(json.dumps(build(operations(), package_version()), indent=2))
         return 0
     try:
         settings = Settings.from_env()

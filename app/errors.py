@@ -70,6 +70,15 @@ class Unprocessable(AppError):
         self.code = code
 
 
+class TooManyRequests(AppError):
+    status = 429
+    code = "too_many_requests"
+
+    def __init__(self, message: str, retry_after: int):
+        super().__init__(message, details={"retry_after": retry_after})
+        self.retry_after = retry_after
+
+
 class MixerUnavailable(AppError):
     status = 503
     code = "mixer_unavailable"
@@ -85,5 +94,6 @@ STANDARD_ERRORS: dict[int, str] = {
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "unprocessable",
+    429: "too_many_requests",
     503: "mixer_unavailable",
 }

@@ -38,7 +38,7 @@ class StartupError(Exception):
     """The platform cannot start; the message says why and what to do."""
 
 
-def _version() -> str:
+def package_version() -> str:
     try:
         return metadata.version("somvad")
     except metadata.PackageNotFoundError:
@@ -57,7 +57,7 @@ class Platform:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.version = _version()
+        self.version = package_version()
         self.created_admin = False
         # How long start() waits for the mixer before serving without it.
         self.connect_wait = 15.0

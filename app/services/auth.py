@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.errors import Unauthorized
+from app.errors import TooManyRequests, Unauthorized
 from app.ids import new_id
 from app.models import Membership, RefreshToken, RevokedSession, Tenant, User
 from app.security import Principal, TokenCodec, verify_password
@@ -27,6 +27,38 @@ logger = logging.getLogger(__name__)
 
 ACCOUNT_CACHE_TTL = 5.0
 ACCOUNT_CACHE_SIZE = 10_000
+
+
+class LoginThrottle:
+    """Refuses logins for a while after repeated failures from one client.
+
+    Keyed by username and client address, so guessing at one account from
+    one place is slowed down without letting anyone lock a trader out from
+    elsewhere.
+    """
+
+    def __init__(self, attempts: int = 10, window: float = 300.0) -> None:
+        self._attempts = attempts
+        self._window = window
+        self._failures: dict[tuple[str, str], list[float]] = {}
+
+    def check(self, key: tuple[str, str]) -> None:
+        now = time.monotonic()
+        recent = [t for t in self._failures.get(key, []) if now - t < self._window]
+        if recent:
+            self._failures[key] = recent
+        else:
+            self._failures.pop(key, None)
+        if len(recent) >= self._attempts:
+            wait = int(self._window - (now - recent[0])) + 1
+            raise TooManyRequests(
+                f"too many failed logins; try again in {wait} s", retry_after=wait
+            )
+
+    def failed(self, key: tuple[str, str]) -> None:
+        if len(self._failures) > 100_000:
+            self._failures.clear()  # bounded memory under a spray of usernames
+        self._failures.setdefault(key, []).append(time.monotonic())
 
 
 @dataclass(frozen=True)
@@ -58,6 +90,7 @@ class AuthService:
         self._codec = codec
         self._refresh_ttl = refresh_ttl
         self._revoked: set[str] = set()
+        self._throttle = LoginThrottle()
         # (user, tenant) -> (account, monotonic expiry). Saves a database
         # round trip on every request; changes made through this process drop
         # the entry at once (forget), other nodes see them within the TTL.
@@ -74,11 +107,13 @@ class AuthService:
             self._revoked = set(rows)
 
     async def login(
-        self, username: str, password: str, tenant_id: str | None
+        self, username: str, password: str, tenant_id: str | None, client: str
     ) -> TokenPair:
+        self._throttle.check((username, client))
         async with self._db() as session:
             user = await session.scalar(select(User).where(User.username == username))
             if not verify_password(user.password_hash if user else None, password):
+                self._throttle.failed((username, client))
                 logger.info("login refused for a bad username or password")
                 raise Unauthorized("wrong username or password")
             assert user is not None

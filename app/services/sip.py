@@ -15,11 +15,11 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Select, delete, select
+from sqlalchemy import Select, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
-from app.errors import Forbidden, MixerUnavailable, NotFound
+from app.errors import Conflict, Forbidden, MixerUnavailable, NotFound
 from app.ids import new_id
 from app.models import Membership, SipCredential
 from app.pagination import Page, decode_cursor, encode_cursor, paginate
@@ -32,6 +32,8 @@ logger = logging.getLogger(__name__)
 
 SIP_REALM = "somvad"
 DIALPLAN_CONTEXT = "somvad"
+# One per desk phone, softphone and turret a trader uses, with room to spare.
+MAX_CREDENTIALS_PER_USER = 10
 
 
 @dataclass(frozen=True)
@@ -151,6 +153,17 @@ class SipService:
         )
         async with self._db() as session, session.begin():
             display_name = await self._display_name(session, principal, user_id)
+            held = await session.scalar(
+                select(func.count())
+                .select_from(SipCredential)
+                .where(SipCredential.user_id == user_id)
+            )
+            if (held or 0) >= MAX_CREDENTIALS_PER_USER:
+                raise Conflict(
+                    "credential_limit",
+                    f"a user holds at most {MAX_CREDENTIALS_PER_USER} SIP "
+                    "credentials; delete one first",
+                )
             session.add(credential)
         logger.info("issued SIP credential %s for user %s", credential.id, user_id)
         await self._push_everywhere(credential, display_name)

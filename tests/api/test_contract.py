@@ -146,3 +146,54 @@ async def test_the_sqlite_files_are_private(tmp_path: Path) -> None:
 
     assert {"somvad.db", "somvad.db-wal"} <= set(modes)
     assert all(mode == 0o600 for mode in modes.values()), modes
+
+
+async def test_booleans_and_names_are_not_coerced(api: Api) -> None:
+    token = await api.admin_token()
+
+    numeric = await api.call(
+        "POST",
+        "/tenants",
+        token,
+        {"name": 5, "admin": {"username": "x-admin", "password": "password1"}},
+    )
+    control = await api.call(
+        "POST",
+        "/tenants",
+        token,
+        {
+            "name": "a\u0000b\nc",
+            "admin": {"username": "x-admin", "password": "password1"},
+        },
+    )
+
+    assert numeric.status == 400
+    assert "name" in numeric.body["details"]["fields"]
+    assert control.status == 400
+    assert "name" in control.body["details"]["fields"]
+
+
+async def test_a_wrong_method_is_405_with_allow(api: Api) -> None:
+    reply = await api.call("PUT", "/auth/login")
+
+    assert reply.status == 405
+    assert reply.body["error"] == "method_not_allowed"
+    assert "POST" in reply.headers["Allow"]
+
+
+async def test_repeated_failed_logins_are_throttled(api: Api) -> None:
+    attempts = [
+        await api.call(
+            "POST", "/auth/login", json={"username": "admin", "password": "guess-it"}
+        )
+        for _ in range(11)
+    ]
+    correct = await api.call(
+        "POST", "/auth/login", json={"username": "admin", "password": "guess-it!"}
+    )
+
+    assert [a.status for a in attempts[:10]] == [401] * 10
+    assert attempts[10].status == 429
+    assert attempts[10].body["error"] == "too_many_requests"
+    assert int(attempts[10].headers["Retry-After"]) > 0
+    assert correct.status == 429

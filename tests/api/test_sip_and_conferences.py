@@ -188,3 +188,16 @@ async def test_readiness_reports_the_missing_mixer(offline: Api) -> None:
 
     assert reply.status == 503
     assert reply.body["mixers"] == [{"id": "mixer-1", "connected": False}]
+
+
+async def test_a_user_holds_a_bounded_number_of_credentials(offline: Api) -> None:
+    _, admin = await offline.onboard("acme")
+    user_id, _ = await offline.user(admin, "trader-one")
+
+    replies = [
+        await offline.call("POST", "/sip/credentials", admin, {"user_id": user_id})
+        for _ in range(11)
+    ]
+
+    assert [r.status for r in replies[:10]] == [201] * 10
+    assert (replies[10].status, replies[10].body["error"]) == (409, "credential_limit")
