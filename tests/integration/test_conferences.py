@@ -240,3 +240,26 @@ async def test_another_tenants_conference_cannot_be_joined_or_seen(
     assert pulled.status == 404
     assert listed.body["items"] == []
     assert await acme.members(room["id"]) == []
+
+
+async def test_rotating_a_credential_unregisters_its_phone(desk: Desk) -> None:
+    alice, _ = desk.traders
+
+    rotated = await desk.api.call(
+        "POST", f"/sip/credentials/{alice.credential['id']}/rotate", desk.admin
+    )
+    registrations = await desk.api.call("GET", "/sip/registrations", desk.admin)
+    room = await desk.conference()
+    join = await desk.api.call(
+        "POST",
+        f"/conferences/{room['id']}/join",
+        desk.admin,
+        {"user_id": alice.user_id},
+    )
+
+    assert rotated.status == 200
+    names = {r["username"] for r in registrations.body["items"]}
+    assert alice.credential["username"] not in names
+    assert (join.status, join.body["error"]) == (409, "no_registered_device")
+    with pytest.raises(PhoneError):
+        await asyncio.to_thread(alice.phone.register_again)
