@@ -60,7 +60,7 @@ class MemberOut(BaseModel):
 
 class MemberList(BaseModel):
     items: list[MemberOut]
-    next_cursor: None = None
+    next_cursor: str | None
 
 
 class MemberUpdate(Strict):
@@ -265,15 +265,18 @@ async def unlock_conference(request: web.Request) -> web.Response:
     "/conferences/{conference_id}/members",
     tag="conferences",
     summary="Members calling in or joined",
+    query=PageQuery,
     response=MemberList,
     errors=(404,),
 )
-async def list_members(request: web.Request) -> web.Response:
+async def list_members(request: web.Request, query: PageQuery) -> web.Response:
     """Members that left are in the conference's events, not here."""
-    members = await request.app[PLATFORM_KEY].conferences.members(
-        current_principal(request), _conference_id(request)
+    page = await request.app[PLATFORM_KEY].conferences.members(
+        current_principal(request), _conference_id(request), query.limit, query.cursor
     )
-    return respond(MemberList(items=[_member(m) for m in members]))
+    return respond(
+        MemberList(items=[_member(m) for m in page.items], next_cursor=page.next_cursor)
+    )
 
 
 @router.route(

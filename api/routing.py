@@ -135,12 +135,15 @@ class Router:
 
     def install(self, app: web.Application, authenticate: Authenticator) -> None:
         for operation in self.operations:
-            app.router.add_route(
-                operation.method,
-                operation.path,
-                _wrap(operation, authenticate),
-                name=operation.operation_id,
-            )
+            handler = _wrap(operation, authenticate)
+            name = operation.operation_id
+            if operation.method == "GET":
+                # HEAD answers like GET without the body, as HTTP expects.
+                app.router.add_get(operation.path, handler, name=name)
+            else:
+                app.router.add_route(
+                    operation.method, operation.path, handler, name=name
+                )
 
 
 Authenticator = Callable[[web.Request], Awaitable[Principal]]

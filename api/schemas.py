@@ -27,7 +27,9 @@ class PageQuery(BaseModel):
 
 
 # Printable text only: names end up in logs, caller ids and SIP headers.
-PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
+# C0 and C1 controls, zero-width and bidirectional marks, line and paragraph
+# separators: all invisible, all able to disguise or break what they land in.
+PRINTABLE = r"^[^\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff]*$"
 Name = Field(min_length=1, max_length=120, pattern=PRINTABLE)
 DisplayName = Field(default="", max_length=120, pattern=PRINTABLE)
 Username = Field(min_length=3, max_length=64, pattern=r"^[A-Za-z0-9._@-]+$")

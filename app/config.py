@@ -160,6 +160,7 @@ class Settings:
 def load_or_create_secret(path: Path) -> str:
     """The per-install JWT key: generated on first start, then kept (mode 0600)."""
     if path.exists():
+        path.chmod(0o600)
         return path.read_text().strip()
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     secret = secrets.token_urlsafe(48)

@@ -39,7 +39,7 @@ def decode_cursor(cursor: str) -> str:
     except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
         raise InvalidRequest(
             "cursor is not valid; pass the next_cursor of the previous page",
-            details={"cursor": "invalid"},
+            details={"fields": {"cursor": "not a cursor this server issued"}},
         ) from exc
 
 

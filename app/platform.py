@@ -64,6 +64,10 @@ class Platform:
 
     async def start(self) -> None:
         settings = self.settings
+        link = self._mixer_link() if settings.ari_url else None
+        if link is not None:
+            # Before anything is written: a refused start changes nothing.
+            await self._check_mixer_free(link)
         self.engine = make_engine(settings.database_url)
         await migrate(self.engine)
         self.db = make_sessionmaker(self.engine)
@@ -88,18 +92,19 @@ class Platform:
         self.created_admin = await self.tenants.ensure_platform(
             settings.admin_username, settings.admin_password
         )
-        if settings.ari_url:
-            await self._connect_mixer()
+        if link is not None:
+            await self._connect_mixer(link)
 
-    async def _connect_mixer(self) -> None:
+    def _mixer_link(self) -> MixerLink:
         settings = self.settings
-        link = MixerLink(
+        return MixerLink(
             id=LOCAL_MIXER_ID,
             ari=AriClient(
                 settings.ari_url,
                 settings.ari_username,
                 settings.ari_password,
                 settings.ari_app,
+                exclusive=True,
             ),
             ami=AmiClient(
                 settings.ami_host,
@@ -108,10 +113,15 @@ class Platform:
                 settings.ami_password,
             ),
         )
+
+    async def _check_mixer_free(self, link: MixerLink) -> None:
+        settings = self.settings
         try:
             taken = await link.ari.app_in_use()
         except AriUnavailable:
-            taken = False  # down: the connection loop keeps trying
+            # Down now: the client checks again before every connect and
+            # stays away while another control plane holds the app.
+            taken = False
         if taken:
             raise StartupError(
                 f"another control plane is connected to the Asterisk at "
@@ -119,6 +129,9 @@ class Platform:
                 "one Asterisk belongs to one SOMVAD deployment (stop the other "
                 "or give this one its own instance)"
             )
+
+    async def _connect_mixer(self, link: MixerLink) -> None:
+        settings = self.settings
         await self.mixers.register(link.id, "local Asterisk", settings.ari_url)
         self.mixers.add(link)
         conference_events.register(link.ari, link.id, self.conferences)

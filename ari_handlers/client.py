@@ -162,6 +162,7 @@ class AriClient:
         backoff_initial: float = 0.2,
         backoff_max: float = 5.0,
         heartbeat: float | None = 10.0,
+        exclusive: bool = False,
     ) -> None:
         self.app = app
         # Credentials travel only in the Authorization header, so neither the
@@ -173,6 +174,9 @@ class AriClient:
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
         self._heartbeat = heartbeat
+        # Refuse to open the events socket while another client holds the
+        # app: Asterisk would silently move the events to the newest socket.
+        self._exclusive = exclusive
 
         self._event_handlers: dict[str, list[EventHandler]] = {}
         self._connect_handlers: list[ConnectHandler] = []
@@ -523,11 +527,26 @@ class AriClient:
                 backoff_delay(0, self._backoff_initial, self._backoff_max)
             )
 
+    async def _held_elsewhere(self, attempt: int) -> bool:
+        try:
+            held = await self.app_in_use()
+        except AriUnavailable:
+            return False  # the connect attempt reports the outage
+        if held and attempt % 20 == 0:
+            logger.error(
+                "ARI app %s at %s is held by another client; not connecting",
+                self.app,
+                self._display_url,
+            )
+        return held
+
     async def _try_connect(
         self, attempt: int
     ) -> aiohttp.ClientWebSocketResponse | None:
         session = self._session
         if session is None:
+            return None
+        if self._exclusive and await self._held_elsewhere(attempt):
             return None
         try:
             async with asyncio.timeout(self._request_timeout):

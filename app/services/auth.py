@@ -30,35 +30,52 @@ ACCOUNT_CACHE_SIZE = 10_000
 
 
 class LoginThrottle:
-    """Refuses logins for a while after repeated failures from one client.
+    """Refuses attempts for a while after repeated failures for one key.
 
-    Keyed by username and client address, so guessing at one account from
-    one place is slowed down without letting anyone lock a trader out from
-    elsewhere.
+    Logins are keyed by username and client address, so guessing at one
+    account from one place is slowed down without letting anyone lock a
+    trader out from elsewhere. An attempt counts from the moment it starts
+    (``begin``) and is forgiven only when it succeeds, so a burst of parallel
+    guesses cannot slip past the count while the first ones are checked.
     """
+
+    MAX_KEYS = 100_000
 
     def __init__(self, attempts: int = 10, window: float = 300.0) -> None:
         self._attempts = attempts
         self._window = window
         self._failures: dict[tuple[str, str], list[float]] = {}
 
-    def check(self, key: tuple[str, str]) -> None:
+    def begin(self, key: tuple[str, str]) -> float:
         now = time.monotonic()
         recent = [t for t in self._failures.get(key, []) if now - t < self._window]
-        if recent:
-            self._failures[key] = recent
-        else:
-            self._failures.pop(key, None)
         if len(recent) >= self._attempts:
             wait = int(self._window - (now - recent[0])) + 1
             raise TooManyRequests(
-                f"too many failed logins; try again in {wait} s", retry_after=wait
+                f"too many failed attempts; try again in {wait} s", retry_after=wait
             )
+        if len(self._failures) >= self.MAX_KEYS:
+            self._prune(now)
+        recent.append(now)
+        self._failures[key] = recent
+        return now
 
-    def failed(self, key: tuple[str, str]) -> None:
-        if len(self._failures) > 100_000:
-            self._failures.clear()  # bounded memory under a spray of usernames
-        self._failures.setdefault(key, []).append(time.monotonic())
+    def succeeded(self, key: tuple[str, str], started: float) -> None:
+        recent = self._failures.get(key, [])
+        if started in recent:
+            recent.remove(started)
+        if not recent:
+            self._failures.pop(key, None)
+
+    def _prune(self, now: float) -> None:
+        """Forget expired keys; under a spray of fresh keys, the oldest ones."""
+        for key in [
+            k for k, v in self._failures.items() if now - v[-1] >= self._window
+        ]:
+            del self._failures[key]
+        excess = len(self._failures) - self.MAX_KEYS // 2
+        for key in list(self._failures)[: max(0, excess)]:
+            del self._failures[key]
 
 
 @dataclass(frozen=True)
@@ -90,7 +107,7 @@ class AuthService:
         self._codec = codec
         self._refresh_ttl = refresh_ttl
         self._revoked: set[str] = set()
-        self._throttle = LoginThrottle()
+        self.throttle = LoginThrottle()
         # (user, tenant) -> (account, monotonic expiry). Saves a database
         # round trip on every request; changes made through this process drop
         # the entry at once (forget), other nodes see them within the TTL.
@@ -109,13 +126,14 @@ class AuthService:
     async def login(
         self, username: str, password: str, tenant_id: str | None, client: str
     ) -> TokenPair:
-        self._throttle.check((username, client))
+        key = (username, client)
+        started = self.throttle.begin(key)
         async with self._db() as session:
             user = await session.scalar(select(User).where(User.username == username))
             if not verify_password(user.password_hash if user else None, password):
-                self._throttle.failed((username, client))
                 logger.info("login refused for a bad username or password")
                 raise Unauthorized("wrong username or password")
+            self.throttle.succeeded(key, started)
             assert user is not None
             membership = await self._choose_membership(session, user.id, tenant_id)
         principal = Principal(
@@ -151,26 +169,25 @@ class AuthService:
             stored = await session.get(RefreshToken, digest)
             if stored is None or stored.expires_at < now:
                 raise Unauthorized("the refresh token is not valid; log in again")
-            if stored.used_at is not None or stored.session_id in self._revoked:
-                # Only a stolen copy is replayed: end the session for everyone
-                # holding it, and commit that before refusing.
-                session_id = stored.session_id
-                await session.rollback()
-                async with session.begin():
-                    await self._revoke(session, session_id)
-                logger.warning("refresh token reused; session %s revoked", session_id)
-                raise Unauthorized("the refresh token was already used; log in again")
+            session_id = stored.session_id
+        if session_id in self._revoked:
+            raise Unauthorized("the session was ended; log in again")
         async with self._db() as session, session.begin():
-            # Claimed atomically, so two concurrent refreshes with one token
-            # cannot both succeed.
+            # Claimed atomically: of two uses of one token, even concurrent
+            # ones, exactly one wins.
             claimed = await session.execute(
                 update(RefreshToken)
                 .where(RefreshToken.id == digest, RefreshToken.used_at.is_(None))
                 .values(used_at=now)
             )
-            stored = await session.get(RefreshToken, digest)
-            if claimed.rowcount != 1 or stored is None:  # type: ignore[attr-defined]
-                raise Unauthorized("the refresh token was already used; log in again")
+        if claimed.rowcount != 1:  # type: ignore[attr-defined]
+            # Only a stolen copy is used twice: end the session for everyone
+            # holding it, committed before refusing.
+            async with self._db() as session, session.begin():
+                await self._revoke(session, session_id)
+            logger.warning("refresh token reused; session %s revoked", session_id)
+            raise Unauthorized("the refresh token was already used; log in again")
+        async with self._db() as session:
             membership = await session.scalar(
                 select(Membership).where(
                     Membership.user_id == stored.user_id,

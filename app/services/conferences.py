@@ -112,19 +112,20 @@ class ConferenceService:
             return await paginate(session, statement, Conference.id, limit, cursor)
 
     async def members(
-        self, principal: Principal, conference_id: str
-    ) -> list[ConferenceMember]:
+        self,
+        principal: Principal,
+        conference_id: str,
+        limit: int,
+        cursor: str | None,
+    ) -> Page[ConferenceMember]:
         async with self._db() as session:
             await self._load(session, principal.tenant_id, conference_id)
-            return list(
-                await session.scalars(
-                    select(ConferenceMember)
-                    .where(
-                        ConferenceMember.conference_id == conference_id,
-                        ConferenceMember.state.in_(LIVE),
-                    )
-                    .order_by(ConferenceMember.id)
-                )
+            statement = select(ConferenceMember).where(
+                ConferenceMember.conference_id == conference_id,
+                ConferenceMember.state.in_(LIVE),
+            )
+            return await paginate(
+                session, statement, ConferenceMember.id, limit, cursor
             )
 
     async def events(
@@ -869,5 +870,5 @@ def _int_cursor(cursor: str) -> int:
     except ValueError as exc:
         raise InvalidRequest(
             "cursor is not valid; pass the next_cursor of the previous page",
-            details={"cursor": "invalid"},
+            details={"fields": {"cursor": "not a cursor this server issued"}},
         ) from exc

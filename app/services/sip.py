@@ -15,12 +15,13 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Select, delete, func, select
+from sqlalchemy import ColumnElement, Select, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
 from app.errors import Conflict, Forbidden, MixerUnavailable, NotFound
 from app.ids import new_id
+from app.locks import KeyedLocks
 from app.models import Membership, SipCredential
 from app.pagination import Page, decode_cursor, encode_cursor, paginate
 from app.security import Principal, sip_ha1
@@ -64,6 +65,11 @@ def _visible(principal: Principal, user_id: str | None) -> Select[SipCredential]
     if user_id is not None:
         statement = statement.where(SipCredential.user_id == user_id)
     return statement
+
+
+def _quotable(text: str) -> str:
+    """Text that cannot break out of a quoted SIP display name."""
+    return "".join(c for c in text if c not in '"\\<>' and c.isprintable())
 
 
 def _registration(
@@ -120,7 +126,7 @@ def _asterisk_objects(
                 "rtp_symmetric": "yes",
                 "force_rport": "yes",
                 "rewrite_contact": "yes",
-                "callerid": f'"{display_name or name}" <{name}>',
+                "callerid": f'"{_quotable(display_name) or name}" <{name}>',
             },
         ),
     ]
@@ -137,6 +143,7 @@ class SipService:
         self._mixers = mixers
         self._settings = settings
         self._listing: dict[str, asyncio.Future[list[Contact]]] = {}
+        self._user_locks = KeyedLocks()
 
     async def create(self, principal: Principal, user_id: str) -> IssuedCredential:
         if user_id != principal.user_id and not principal.at_least("tenant_admin"):
@@ -151,7 +158,13 @@ class SipService:
             realm=SIP_REALM,
             ha1=sip_ha1(username, SIP_REALM, password),
         )
-        async with self._db() as session, session.begin():
+        # Count and insert under the user's lock, so parallel requests cannot
+        # all see room under the cap.
+        async with (
+            self._user_locks.hold(user_id),
+            self._db() as session,
+            session.begin(),
+        ):
             display_name = await self._display_name(session, principal, user_id)
             held = await session.scalar(
                 select(func.count())
@@ -340,17 +353,31 @@ class SipService:
                 )
                 return
 
+    async def _with_names(
+        self, *conditions: ColumnElement[bool]
+    ) -> list[tuple[SipCredential, str]]:
+        """Credentials with their owner's display name, which is the caller id."""
+        statement = select(SipCredential, Membership.display_name).join(
+            Membership,
+            (Membership.user_id == SipCredential.user_id)
+            & (Membership.tenant_id == SipCredential.tenant_id),
+        )
+        async with self._db() as session:
+            rows = await session.execute(statement.where(*conditions))
+            return [(credential, name) for credential, name in rows]
+
+    async def push_user(self, tenant_id: str, user_id: str) -> None:
+        """Push a user's credentials again, e.g. after a display name change
+        (it is the caller id their calls carry)."""
+        rows = await self._with_names(
+            SipCredential.tenant_id == tenant_id, SipCredential.user_id == user_id
+        )
+        for credential, display_name in rows:
+            await self._push_everywhere(credential, display_name)
+
     async def push_all(self, link: MixerLink) -> int:
         """Re-push every credential to a mixer that (re)connected."""
-        async with self._db() as session:
-            rows = await session.execute(
-                select(SipCredential, Membership.display_name).join(
-                    Membership,
-                    (Membership.user_id == SipCredential.user_id)
-                    & (Membership.tenant_id == SipCredential.tenant_id),
-                )
-            )
-            credentials = list(rows)
+        credentials = await self._with_names()
         for credential, display_name in credentials:
             await self._push(link, credential, display_name)
         await self._remove_strays(link, {c.username for c, _ in credentials})

@@ -161,6 +161,8 @@ class UserService:
                 membership.display_name = display_name
         # After the commit, so a concurrent request cannot cache the old role.
         self._auth.forget(user_id)
+        if display_name is not None:
+            await self._sip.push_user(principal.tenant_id, user_id)
         logger.info("updated user %s", user_id)
         return _profile(user, membership)
 
@@ -179,6 +181,10 @@ class UserService:
         own = user_id == principal.user_id
         if not own and not principal.at_least("tenant_admin"):
             raise Forbidden("changing another user's password needs tenant_admin")
+        # Guessing current_password with a stolen token is throttled like a
+        # login.
+        key = (user_id, "password_change")
+        started = self._auth.throttle.begin(key) if own else 0.0
         async with self._db() as session, session.begin():
             user, membership = await self._load(session, principal.tenant_id, user_id)
             if own and not verify_password(user.password_hash, current_password or ""):
@@ -187,6 +193,8 @@ class UserService:
                     "current_password is missing or wrong",
                     details={"fields": {"current_password": "does not match"}},
                 )
+            if own:
+                self._auth.throttle.succeeded(key, started)
             if not own and not role_at_least(principal.role, membership.role):
                 raise Forbidden("you cannot change the password of a higher role")
             user.password_hash = hash_password(password)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
-from tests.support.api import Api, make_settings, running
+from tests.support.api import ADMIN_PASSWORD, Api, make_settings, running
 
 
 async def test_malformed_json_is_invalid_request(api: Api) -> None:
@@ -197,3 +198,59 @@ async def test_repeated_failed_logins_are_throttled(api: Api) -> None:
     assert attempts[10].body["error"] == "too_many_requests"
     assert int(attempts[10].headers["Retry-After"]) > 0
     assert correct.status == 429
+
+
+async def test_invisible_characters_in_names_are_refused(api: Api) -> None:
+    token = await api.admin_token()
+
+    for name in ("a\u0085b", "a\u2028b", "evil\u202etxt", "zero\u200bwidth"):
+        reply = await api.call(
+            "POST",
+            "/tenants",
+            token,
+            {"name": name, "admin": {"username": "x-admin", "password": "password1"}},
+        )
+        assert reply.status == 400, repr(name)
+
+
+async def test_parallel_guesses_do_not_slip_past_the_throttle(api: Api) -> None:
+    replies = await asyncio.gather(
+        *(
+            api.call(
+                "POST",
+                "/auth/login",
+                json={"username": "admin", "password": f"guess-{n}"},
+            )
+            for n in range(30)
+        )
+    )
+
+    statuses = sorted(r.status for r in replies)
+    assert statuses.count(401) == 10
+    assert statuses.count(429) == 20
+
+
+async def test_a_refresh_token_used_twice_at_once_ends_the_session(api: Api) -> None:
+    login = await api.call(
+        "POST", "/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}
+    )
+    token = login.body["refresh_token"]
+
+    replies = await asyncio.gather(
+        *(
+            api.call("POST", "/auth/refresh", json={"refresh_token": token})
+            for _ in range(10)
+        )
+    )
+
+    winners = [r for r in replies if r.status == 200]
+    assert len(winners) == 1
+    assert (
+        await api.call("GET", "/auth/me", winners[0].body["access_token"])
+    ).status == 401
+
+
+async def test_head_answers_like_get(api: Api) -> None:
+    reply = await api.call("HEAD", "/health")
+
+    assert reply.status == 200

@@ -7,6 +7,7 @@ and are kept; those that do are refused with 503 mixer_unavailable.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import socket
 from collections.abc import AsyncIterator
@@ -201,3 +202,19 @@ async def test_a_user_holds_a_bounded_number_of_credentials(offline: Api) -> Non
 
     assert [r.status for r in replies[:10]] == [201] * 10
     assert (replies[10].status, replies[10].body["error"]) == (409, "credential_limit")
+
+
+async def test_parallel_requests_cannot_pass_the_credential_cap(offline: Api) -> None:
+    _, admin = await offline.onboard("acme")
+    user_id, _ = await offline.user(admin, "trader-one")
+
+    replies = await asyncio.gather(
+        *(
+            offline.call("POST", "/sip/credentials", admin, {"user_id": user_id})
+            for _ in range(25)
+        )
+    )
+
+    statuses = [r.status for r in replies]
+    assert statuses.count(201) == 10
+    assert statuses.count(409) == 15

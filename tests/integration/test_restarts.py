@@ -210,3 +210,31 @@ async def test_a_second_control_plane_cannot_take_the_asterisk(
     await desk.join(room["id"], alice)
     registrations = await desk.api.call("GET", "/sip/registrations", desk.admin)
     assert len(registrations.body["items"]) == 2
+
+
+async def test_a_second_control_plane_stays_away_when_asterisk_returns(
+    live: Api, settings: Settings, tmp_path: Path
+) -> None:
+    await _stop_asterisk(live)
+    other = Platform(
+        dataclasses.replace(
+            settings,
+            data_dir=tmp_path / "other",
+            database_url=f"sqlite+aiosqlite:///{tmp_path}/other.db",
+        )
+    )
+    other.connect_wait = 0.0
+    await other.start()  # Asterisk is down: nothing to check against yet
+    try:
+        await asyncio.to_thread(up, asterisk_test_instance())
+        links = [*live.platform.mixers.links(), *other.mixers.links()]
+
+        await eventually(lambda: any(link.available for link in links), within=20)
+        # For several reconnect rounds, exactly one of the two holds the app.
+        deadline = asyncio.get_running_loop().time() + 5
+        while asyncio.get_running_loop().time() < deadline:
+            assert sum(link.available for link in links) == 1
+            await asyncio.sleep(0.2)
+    finally:
+        await other.stop()
+    await eventually(lambda: _mixer_connected(live, True), within=20)
