@@ -82,18 +82,3 @@ class TooManyRequests(AppError):
 class MixerUnavailable(AppError):
     status = 503
     code = "mixer_unavailable"
-
-
-# Status codes and the codes they carry, for the OpenAPI error listings.
-STANDARD_ERRORS: dict[int, str] = {
-    400: "invalid_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    409: "conflict",
-    413: "payload_too_large",
-    415: "unsupported_media_type",
-    422: "unprocessable",
-    429: "too_many_requests",
-    503: "mixer_unavailable",
-}

@@ -281,7 +281,7 @@ class SipService:
             )
         await self.unpush(usernames)
 
-    async def forget_tenant(self, tenant_id: str) -> list[str]:
+    async def usernames_of_tenant(self, tenant_id: str) -> list[str]:
         async with self._db() as session:
             return list(
                 await session.scalars(

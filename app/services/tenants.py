@@ -196,7 +196,7 @@ class TenantService:
                 "tenant_busy",
                 "the tenant has people in conferences; end them first",
             )
-        sip_usernames = await self._sip.forget_tenant(tenant_id)
+        sip_usernames = await self._sip.usernames_of_tenant(tenant_id)
         async with self._db() as session, session.begin():
             user_ids = list(
                 await session.scalars(
