@@ -121,12 +121,13 @@ async def running(
     if not wait_for_mixers:
         platform.connect_wait = 0.0
     await platform.start()
-    for link in platform.mixers.links() if wait_for_mixers else []:
-        # Reconciling what earlier tests left in Asterisk can take a while.
-        assert await link.ari.wait_connected(timeout=60), "mixer did not connect"
     server = TestServer(create_app(platform), host="127.0.0.1")
-    await server.start_server()
     try:
+        for link in platform.mixers.links() if wait_for_mixers else []:
+            # Reconciling what earlier tests left in Asterisk can take a while.
+            connected = await link.ari.wait_connected(timeout=60)
+            assert connected, "mixer did not connect"
+        await server.start_server()
         async with aiohttp.ClientSession() as session:
             yield Api(session, str(server.make_url("")).rstrip("/"), platform)
     finally:
