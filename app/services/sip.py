@@ -397,12 +397,17 @@ class SipService:
                 await self._unpush_one(link, name)
 
     async def _contacts(self) -> list[Contact]:
+        """Every mixer's contacts; 503 when one cannot tell, because "nobody
+        is registered" and "cannot know" must not look alike."""
         contacts: list[Contact] = []
         for link in self._mixers.links():
             try:
                 contacts.extend(await self._contacts_of(link))
             except AmiUnavailable as exc:
-                logger.warning("cannot list contacts on mixer %s: %s", link.id, exc)
+                raise MixerUnavailable(
+                    f"mixer {link.id} does not answer for registrations; retry "
+                    "when it is back"
+                ) from exc
         return contacts
 
     async def _contacts_of(self, link: MixerLink) -> list[Contact]:
@@ -426,25 +431,13 @@ class SipService:
         cursor: str | None,
         user_id: str | None = None,
     ) -> Page[Registration]:
-        """Live contacts of the caller's credentials, read from the mixers now.
-
-        A mixer whose AMI does not answer makes this 503 rather than an empty
-        list: "nobody is registered" and "cannot tell" must not look alike.
-        """
+        """Live contacts of the caller's credentials, read from the mixers now."""
         async with self._db() as session:
             by_name = {
                 c.username: c
                 for c in await session.scalars(_visible(principal, user_id))
             }
-        contacts: list[Contact] = []
-        for link in self._mixers.links():
-            try:
-                contacts.extend(await self._contacts_of(link))
-            except AmiUnavailable as exc:
-                raise MixerUnavailable(
-                    f"mixer {link.id} does not answer for registrations; retry "
-                    "when it is back"
-                ) from exc
+        contacts = await self._contacts()
         now = int(time.time())
         registrations = sorted(
             (

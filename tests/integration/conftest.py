@@ -22,7 +22,7 @@ import pytest
 
 from app.asterisk_host import AsteriskCredentials, AsteriskError, down, log_path, up
 from app.config import Settings
-from tests.support.api import Api, make_settings, running
+from tests.support.api import Api, Reply, make_settings, running
 from tests.support.asterisk import asterisk_test_instance
 from tests.support.phone import Phone
 
@@ -191,13 +191,19 @@ class Desk:
         assert reply.status == 201, reply.body
         return dict(reply.body)
 
-    async def join(self, conference_id: str, trader: Trader) -> dict[str, Any]:
-        reply = await self.api.call(
+    async def ask(
+        self, conference_id: str, action: str, user_id: str, admin: str | None = None
+    ) -> Reply:
+        """POST /conferences/{id}/<action> for a user, as the desk's admin."""
+        return await self.api.call(
             "POST",
-            f"/conferences/{conference_id}/join",
-            self.admin,
-            {"user_id": trader.user_id},
+            f"/conferences/{conference_id}/{action}",
+            admin or self.admin,
+            {"user_id": user_id},
         )
+
+    async def join(self, conference_id: str, trader: Trader) -> dict[str, Any]:
+        reply = await self.ask(conference_id, "join", trader.user_id)
         assert reply.status == 202, reply.body
         await asyncio.to_thread(trader.phone.wait_for_call, 10)
         await self.wait_member_state(conference_id, reply.body["member_id"], "joined")

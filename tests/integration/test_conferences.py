@@ -42,12 +42,7 @@ async def test_two_traders_hear_each_other_until_one_leaves(desk: Desk) -> None:
 
     await eventually(lambda: hears(bob, 1000), within=10)
     await eventually(lambda: hears(alice, 600), within=10)
-    left = await desk.api.call(
-        "POST",
-        f"/conferences/{room['id']}/leave",
-        desk.admin,
-        {"user_id": alice.user_id},
-    )
+    left = await desk.ask(room["id"], "leave", alice.user_id)
     assert left.status == 200, left.body
     assert left.body["state"] == "left"
     await asyncio.to_thread(alice.phone.wait_for_hangup, 10)
@@ -89,9 +84,7 @@ async def test_a_locked_conference_refuses_a_third_join(desk: Desk) -> None:
     await desk.join(room["id"], bob)
 
     locked = await desk.api.call("POST", f"/conferences/{room['id']}/lock", desk.admin)
-    third = await desk.api.call(
-        "POST", f"/conferences/{room['id']}/join", desk.admin, {"user_id": carol_id}
-    )
+    third = await desk.ask(room["id"], "join", carol_id)
 
     assert locked.body["locked"] is True
     assert third.status == 409
@@ -107,9 +100,7 @@ async def test_joining_a_user_without_a_registered_phone_is_409(desk: Desk) -> N
     carol_id, _ = await desk.api.user(desk.admin, "acme-carol")
     room = await desk.conference()
 
-    reply = await desk.api.call(
-        "POST", f"/conferences/{room['id']}/join", desk.admin, {"user_id": carol_id}
-    )
+    reply = await desk.ask(room["id"], "join", carol_id)
 
     assert reply.status == 409
     assert reply.body["error"] == "no_registered_device"
@@ -121,12 +112,7 @@ async def test_joining_twice_is_409_already_member(desk: Desk) -> None:
     room = await desk.conference()
     await desk.join(room["id"], alice)
 
-    again = await desk.api.call(
-        "POST",
-        f"/conferences/{room['id']}/join",
-        desk.admin,
-        {"user_id": alice.user_id},
-    )
+    again = await desk.ask(room["id"], "join", alice.user_id)
 
     assert again.status == 409
     assert again.body["error"] == "already_member"
@@ -146,12 +132,7 @@ async def test_deleting_a_conference_with_members_is_409(desk: Desk) -> None:
     await asyncio.to_thread(alice.phone.wait_for_hangup, 10)
     deleted = await desk.api.call("DELETE", f"/conferences/{room['id']}", desk.admin)
     gone = await desk.api.call("GET", f"/conferences/{room['id']}", desk.admin)
-    late_join = await desk.api.call(
-        "POST",
-        f"/conferences/{room['id']}/join",
-        desk.admin,
-        {"user_id": alice.user_id},
-    )
+    late_join = await desk.ask(room["id"], "join", alice.user_id)
 
     assert refused.status == 409
     assert refused.body["error"] == "conference_not_empty"
@@ -219,18 +200,8 @@ async def test_another_tenants_conference_cannot_be_joined_or_seen(
     outsider = globex.traders[0]
 
     seen = await live.call("GET", f"/conferences/{room['id']}", globex.admin)
-    join = await live.call(
-        "POST",
-        f"/conferences/{room['id']}/join",
-        globex.admin,
-        {"user_id": outsider.user_id},
-    )
-    pulled = await live.call(
-        "POST",
-        f"/conferences/{room['id']}/join",
-        acme.admin,
-        {"user_id": outsider.user_id},
-    )
+    join = await acme.ask(room["id"], "join", outsider.user_id, globex.admin)
+    pulled = await acme.ask(room["id"], "join", outsider.user_id)
     listed = await live.call("GET", "/conferences", globex.admin)
     with pytest.raises(PhoneError):
         await asyncio.to_thread(outsider.phone.dial, room["dial_in"], 5)
@@ -250,12 +221,7 @@ async def test_rotating_a_credential_unregisters_its_phone(desk: Desk) -> None:
     )
     registrations = await desk.api.call("GET", "/sip/registrations", desk.admin)
     room = await desk.conference()
-    join = await desk.api.call(
-        "POST",
-        f"/conferences/{room['id']}/join",
-        desk.admin,
-        {"user_id": alice.user_id},
-    )
+    join = await desk.ask(room["id"], "join", alice.user_id)
 
     assert rotated.status == 200
     names = {r["username"] for r in registrations.body["items"]}

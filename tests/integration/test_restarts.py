@@ -58,15 +58,8 @@ async def test_asterisk_crashing_mid_call_is_503_then_reconciled(
     carol_id, _ = await desk.api.user(desk.admin, "acme-carol")
 
     await _crash_asterisk(desk.api)
-    join = await desk.api.call(
-        "POST", f"/conferences/{room['id']}/join", desk.admin, {"user_id": carol_id}
-    )
-    leave = await desk.api.call(
-        "POST",
-        f"/conferences/{room['id']}/leave",
-        desk.admin,
-        {"user_id": alice.user_id},
-    )
+    join = await desk.ask(room["id"], "join", carol_id)
+    leave = await desk.ask(room["id"], "leave", alice.user_id)
     ready = await desk.api.call("GET", "/health/ready")
     await asyncio.to_thread(up, asterisk_test_instance())
     await eventually(lambda: _mixer_connected(desk.api, True), within=20)
@@ -175,12 +168,7 @@ async def test_platform_restart_keeps_calls_and_state(
         alice.phone.play_tone(1000)
         await eventually(lambda: hears(bob, 1000), within=10)
         credentials = await api.call("GET", "/sip/credentials", token)
-        left = await api.call(
-            "POST",
-            f"/conferences/{room['id']}/leave",
-            token,
-            {"user_id": alice.user_id},
-        )
+        left = await desk.ask(room["id"], "leave", alice.user_id, token)
 
     assert {m["user_id"] for m in members} == {alice.user_id, bob.user_id}
     assert {m["state"] for m in members} == {"joined"}
